@@ -1,0 +1,253 @@
+"""The front door: arrays and arguments in, one resolved spec, one backend call."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union
+
+from multiconv import _dispatch
+from multiconv._spec import make_spec
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from multiconv.backends import Backend
+
+ArrayT = TypeVar("ArrayT")
+
+#: Every accepted ``padding`` form.
+Padding = Union[int, str, "Sequence[int]", "Sequence[tuple[int, int]]", "Sequence[int | tuple[int, int]]"]
+
+
+def convolve(
+    x: ArrayT,
+    w: Any,
+    bias: Any,
+    *,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: Any,
+    padding_mode: Any,
+    layout: Any,
+    flip: Any,
+    method: Any,
+    backend: Any,
+    spatial_dims: int | None,
+) -> ArrayT:
+    """Validate everything, then run the convolution on the chosen backend."""
+    arrays = {"x": x, "w": w, "bias": bias}
+    owner_name = _dispatch.owner(arrays)
+    target_name = _dispatch.check_backend_name(backend) or owner_name
+    owner: Backend = _dispatch.load(owner_name)  # type: ignore[assignment]
+    target: Backend = owner if target_name == owner_name else _dispatch.load(target_name)  # type: ignore[assignment]
+
+    infos = {name: _dispatch.load(_dispatch.framework_of(a) or "numpy").info(a, name) for name, a in arrays.items() if a is not None}
+    spec = make_spec(
+        infos["x"],
+        infos["w"],
+        infos.get("bias"),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        layout=layout,
+        flip=flip,
+        method=method,
+        framework=owner_name,
+        methods=tuple(target.METHODS),
+        spatial_dims=spatial_dims,
+    )
+    if spec.method == "auto":
+        spec = dataclasses.replace(spec, method=target.choose_method(spec))
+
+    # NumPy arrays given beside another framework's arrays join them (device included).
+    like = next(a for a in arrays.values() if a is not None and _dispatch.framework_of(a) == owner_name)
+
+    def adopt(a: Any) -> Any:
+        return a if a is None or _dispatch.framework_of(a) == owner_name else owner.from_numpy(a, like)
+
+    x, w, bias = adopt(x), adopt(w), adopt(bias)
+
+    if target is owner:
+        return owner.convolve(spec, x, w, bias)  # type: ignore[no-any-return]
+    host = [None if a is None else owner.to_numpy(a, name) for name, a in (("x", x), ("w", w), ("bias", bias))]
+    result = target.convolve_numpy(spec, *host)  # type: ignore[arg-type]
+    return owner.from_numpy(result, like=x)  # type: ignore[no-any-return]
+
+
+class BatchConv(Protocol):
+    """The signature shared by ``batch_conv`` and ``batch_conv1d/2d/3d``."""
+
+    def __call__(
+        self,
+        x: ArrayT,
+        w: Any,
+        bias: Any = None,
+        *,
+        stride: int | Sequence[int] = 1,
+        padding: Padding = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        padding_mode: str = "zeros",
+        layout: str = "channels_first",
+        flip: bool = False,
+        method: str = "auto",
+        backend: str | None = None,
+    ) -> ArrayT: ...
+
+
+def _entry_point(spatial_dims: int | None, name: str, doc: str) -> BatchConv:
+    def entry(
+        x: ArrayT,
+        w: Any,
+        bias: Any = None,
+        *,
+        stride: int | Sequence[int] = 1,
+        padding: Padding = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        padding_mode: str = "zeros",
+        layout: str = "channels_first",
+        flip: bool = False,
+        method: str = "auto",
+        backend: str | None = None,
+    ) -> ArrayT:
+        return convolve(
+            x,
+            w,
+            bias,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            padding_mode=padding_mode,
+            layout=layout,
+            flip=flip,
+            method=method,
+            backend=backend,
+            spatial_dims=spatial_dims,
+        )
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = doc
+    entry.__module__ = "multiconv"
+    return entry
+
+
+_DOC = """{summary}
+
+Every batch element ``b`` is convolved with its own weight ``w[b]``::
+
+    y[b, o, t] = bias[b, o] + sum_{{c, k}} w[b, o, c, k] * xpad[b, g*C_in/groups + c, t*stride + k*dilation]
+
+Parameters
+----------
+x : array
+    {x_shape} with ``layout="channels_first"``, or channels last with
+    ``layout="channels_last"``.  A NumPy array, a ``torch.Tensor`` or a JAX
+    array (tracers inside ``jit``/``vmap``/``grad`` too).
+w : array
+    Per-sample weight ``(B, C_out, C_in // groups, *K)``; a leading dim of 1
+    broadcasts it over the batch; without the leading dim,
+    ``(C_out, C_in // groups, *K)`` is one weight for all (plain convolution).
+    The weight layout does not change with ``layout``.
+bias : array, optional
+    ``(C_out,)`` shared or ``(B, C_out)`` per sample (``(1, C_out)`` broadcasts).
+stride, dilation : int or tuple of int
+    Positive, one value or one per spatial dim.
+padding : int, tuple or str
+    An int; one int per spatial dim (both sides); one ``(lo, hi)`` pair per
+    spatial dim; ``"valid"`` (none); ``"same"`` (output size ``ceil(L / stride)``,
+    any odd remainder on the high side, as JAX/TF ``SAME``); ``"causal"`` (all of
+    ``dilation * (K - 1)`` on the low side); ``"full"`` (``dilation * (K - 1)`` on
+    both sides).
+groups : int
+    Divides ``C_in`` and ``C_out``; ``groups == C_in`` is depthwise.
+padding_mode : {{"zeros", "reflect", "replicate", "circular"}}
+    How padded values are made, as ``torch.nn.Conv1d``.
+layout : {{"channels_first", "channels_last"}}
+    Where ``x`` and the result keep their channels.
+flip : bool
+    ``False``: cross-correlation (deep-learning "conv"); ``True``: true
+    convolution (kernel reversed, as ``scipy.signal.convolve``).
+method : str
+    ``"auto"`` or an engine of the computing backend: ``"einsum"`` (NumPy),
+    ``"grouped"`` (PyTorch), ``"vmap"`` (JAX).
+backend : {{None, "numpy", "torch", "jax"}}
+    Compute on this framework and hand the result back as the type of ``x``.
+
+Returns
+-------
+array
+    ``(B, C_out, *S_out)`` (channels last with ``layout="channels_last"``), with
+    ``S_out = floor((S + lo + hi - dilation * (K - 1) - 1) / stride) + 1``; the
+    array type, dtype and device of ``x`` (NumPy inputs beside another
+    framework's arrays join that framework).  Never a view of an input.
+
+Raises
+------
+TypeError
+    Non-array inputs, arrays of two frameworks, integer/bool or mixed dtypes,
+    arguments of the wrong type.
+ValueError
+    Wrong ranks or shapes, batch/channel/group mismatches, non-positive stride,
+    dilation or groups, bad padding, a kernel longer than the padded input,
+    unknown ``padding_mode``/``layout``/``method``/``backend``.
+
+Examples
+--------
+{example}
+"""
+
+_EXAMPLES = {
+    None: """>>> import numpy as np
+>>> import multiconv
+>>> x = np.ones((32, 4, 16), np.float32)      # (B, C_in, L)
+>>> w = np.ones((32, 8, 4, 1), np.float32)    # (B, C_out, C_in, K): one weight per sample
+>>> multiconv.batch_conv(x, w).shape
+(32, 8, 16)
+>>> multiconv.batch_conv(x, w[0], padding="same").shape   # a shared weight is a plain conv
+(32, 8, 16)""",
+    1: """>>> import numpy as np
+>>> import multiconv
+>>> x = np.arange(6.0).reshape(1, 1, 6)
+>>> w = np.array([[[[1.0, -1.0]]]])           # (B=1, C_out=1, C_in=1, K=2)
+>>> multiconv.batch_conv1d(x, w)
+array([[[-1., -1., -1., -1., -1.]]])
+>>> multiconv.batch_conv1d(x, w, padding="causal", flip=True)
+array([[[0., 1., 1., 1., 1., 1.]]])""",
+    2: """>>> import numpy as np
+>>> import multiconv
+>>> x = np.ones((16, 3, 28, 28), np.float32)
+>>> w = np.ones((16, 8, 3, 3, 3), np.float32)
+>>> multiconv.batch_conv2d(x, w, stride=2, padding="same").shape
+(16, 8, 14, 14)""",
+    3: """>>> import numpy as np
+>>> import multiconv
+>>> x = np.ones((2, 4, 8, 8, 8), np.float32)
+>>> w = np.ones((2, 4, 1, 3, 3, 3), np.float32)   # depthwise: groups == C_in
+>>> multiconv.batch_conv3d(x, w, groups=4, padding=1, padding_mode="circular").shape
+(2, 4, 8, 8, 8)""",
+}
+
+_SUMMARIES = {
+    None: ("Batch-wise convolution over 1, 2 or 3 spatial dims (taken from ``x.ndim``).", "``(B, C_in, *S)``"),
+    1: ("Batch-wise 1-D convolution; ``x`` must have one spatial dim.", "``(B, C_in, L)``"),
+    2: ("Batch-wise 2-D convolution; ``x`` must have two spatial dims.", "``(B, C_in, H, W)``"),
+    3: ("Batch-wise 3-D convolution; ``x`` must have three spatial dims.", "``(B, C_in, D, H, W)``"),
+}
+
+
+def _build(spatial_dims: int | None) -> BatchConv:
+    name = "batch_conv" if spatial_dims is None else f"batch_conv{spatial_dims}d"
+    summary, x_shape = _SUMMARIES[spatial_dims]
+    doc = _DOC.format(summary=summary, x_shape=x_shape, example=_EXAMPLES[spatial_dims])
+    return _entry_point(spatial_dims, name, doc)
+
+
+batch_conv = _build(None)
+batch_conv1d = _build(1)
+batch_conv2d = _build(2)
+batch_conv3d = _build(3)

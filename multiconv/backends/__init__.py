@@ -1,0 +1,52 @@
+"""One module per framework, all with the same functions (see :class:`Backend`).
+
+A backend receives a resolved :class:`~multiconv._spec.ConvSpec` and only
+translates it into its framework's calls; it never validates user arguments.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    import numpy as np
+
+    from multiconv._spec import ArrayInfo, ConvSpec
+
+
+class Backend(Protocol):
+    """The functions every backend module defines."""
+
+    #: Engine name -> ``engine(spec, x, w) -> y``; see each module for the array conventions.
+    METHODS: Mapping[str, Callable[..., Any]]
+
+    @staticmethod
+    def info(a: Any, name: str) -> ArrayInfo:
+        """Shape, dtype name and device of the array passed as ``name``; ``TypeError`` for unusable kinds."""
+
+    @staticmethod
+    def from_numpy(a: np.ndarray, like: Any = None) -> Any:
+        """A NumPy array as this framework's array, on ``like``'s device and with its dtype."""
+
+    @staticmethod
+    def to_numpy(a: Any, name: str) -> np.ndarray:
+        """A host copy of this framework's array (bfloat16 widened to float32)."""
+
+    @staticmethod
+    def choose_method(spec: ConvSpec) -> str:
+        """The engine ``method="auto"`` uses for ``spec``."""
+
+    @staticmethod
+    def convolve(spec: ConvSpec, x: Any, w: Any, bias: Any) -> Any:
+        """The whole convolution on this framework's arrays."""
+
+    @staticmethod
+    def convolve_numpy(spec: ConvSpec, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        """The convolution of host arrays computed on this framework, returned on the host."""
+
+
+def spatial_slices(steps: tuple[int, ...]) -> tuple[slice, ...]:
+    """``slice(None, None, step)`` for each step, to stride or reverse spatial axes."""
+    return tuple(slice(None, None, step) for step in steps)

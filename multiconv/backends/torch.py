@@ -1,0 +1,131 @@
+"""PyTorch backend: the batch folded into channels of one grouped convolution.
+
+Engines take ``x`` channels-first and already mode-padded (``spec.zero_padding`` is
+left for them), ``w`` as a per-sample ``(B, C_out, C_in // groups, *K)`` or shared
+``(C_out, C_in // groups, *K)`` weight (flipped if asked), and return
+``(B, C_out, *S_out)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from multiconv._spec import ArrayInfo
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from multiconv._spec import ConvSpec
+
+_CONV: Final = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_HALF: Final = (torch.float16, torch.bfloat16)
+
+
+def info(a: torch.Tensor, name: str) -> ArrayInfo:
+    """Shape, dtype name and device of a dense tensor; sparse layouts are refused."""
+    if a.layout != torch.strided:
+        raise TypeError(f"{name} is a torch tensor with layout={a.layout}; batch_conv needs dense tensors ({name}.to_dense())")
+    return ArrayInfo(tuple(a.shape), str(a.dtype).removeprefix("torch."), str(a.device))
+
+
+def from_numpy(a: np.ndarray, like: torch.Tensor | None = None) -> torch.Tensor:
+    """A NumPy array as a tensor on ``like``'s device and with its dtype."""
+    a = np.ascontiguousarray(a)
+    # torch.from_numpy shares memory and warns on read-only arrays; copy those.
+    tensor = torch.from_numpy(a if a.flags.writeable else a.copy())
+    if like is None:
+        return tensor
+    return tensor.to(device=like.device, dtype=like.dtype)
+
+
+def to_numpy(a: torch.Tensor, name: str) -> np.ndarray:
+    """A host copy of a tensor; bfloat16 is widened to float32, which NumPy has."""
+    if a.requires_grad and torch.is_grad_enabled():
+        raise TypeError(
+            f"{name} requires grad, but the chosen backend computes outside PyTorch and the result "
+            "could not be differentiated; use backend='torch' (or None), or pass a detached tensor"
+        )
+    if a.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device, which holds no data; the chosen backend needs real values")
+    a = a.detach()
+    if a.dtype == torch.bfloat16:
+        a = a.float()
+    return a.cpu().numpy()
+
+
+def choose_method(spec: ConvSpec) -> str:  # noqa: ARG001
+    """The engine for ``method="auto"``."""
+    return "grouped"
+
+
+def _pad(x: torch.Tensor, pairs: tuple[tuple[int, int], ...], mode: str) -> torch.Tensor:
+    """``F.pad`` with per-dim ``(lo, hi)`` pairs in the order of ``x``'s spatial dims."""
+    if not any(lo or hi for lo, hi in pairs):
+        return x
+    flat = [side for pair in reversed(pairs) for side in pair]
+    if mode == "zeros":
+        return F.pad(x, flat)
+    return F.pad(x, flat, mode=mode)
+
+
+def _grouped(spec: ConvSpec, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights as one convolution with ``groups = B * groups``."""
+    pairs = spec.zero_padding
+    if all(lo == hi for lo, hi in pairs):
+        padding = [lo for lo, _ in pairs]
+    else:
+        x, padding = _pad(x, pairs, "zeros"), [0] * spec.ndim
+    conv = _CONV[spec.ndim]
+    if not spec.per_sample_weight:
+        return conv(x, w, None, spec.stride, padding, spec.dilation, spec.groups)
+    batch = x.shape[0]
+    folded = conv(
+        x.reshape(1, batch * spec.in_channels, *x.shape[2:]),
+        w.reshape(batch * spec.out_channels, *w.shape[2:]),
+        None,
+        spec.stride,
+        padding,
+        spec.dilation,
+        batch * spec.groups,
+    )
+    return folded.reshape(batch, spec.out_channels, *folded.shape[2:])
+
+
+METHODS: Final[Mapping[str, Callable[[ConvSpec, torch.Tensor, torch.Tensor], torch.Tensor]]] = {"grouped": _grouped}
+
+
+def _empty_result(spec: ConvSpec, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The ``B == 0`` result, still connected to ``x`` and ``w`` so gradients come back as zeros."""
+    shape = (0, spec.out_channels, *spec.out_size)
+    return x.new_zeros(shape) + 0 * (x.sum() + w.sum())
+
+
+def convolve(spec: ConvSpec, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The whole convolution on tensors; the result has ``x``'s dtype and device."""
+    out_dtype = x.dtype
+    # CPU kernels would accumulate half precision in half: compute in float32 instead.
+    compute = torch.float32 if out_dtype in _HALF and x.device.type == "cpu" else out_dtype
+    x, w = x.to(compute), w.to(compute)
+    if spec.channels_last:
+        x = x.movedim(-1, 1)
+    if spec.weight_kind == "broadcast":
+        w = w[0]
+    if spec.flip:
+        w = w.flip(tuple(range(-spec.ndim, 0)))
+    x = _pad(x, spec.mode_padding, spec.padding_mode)
+    y = _empty_result(spec, x, w) if spec.batch == 0 else METHODS[spec.method](spec, x, w)
+    if spec.channels_last:
+        y = y.movedim(1, -1)
+    if bias is not None:
+        y = y + bias.to(compute).reshape(spec.bias_shape)
+    return y.to(out_dtype)
+
+
+def convolve_numpy(spec: ConvSpec, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """A convolution of host arrays computed by PyTorch on the CPU."""
+    tensors = [None if a is None else from_numpy(a) for a in (x, w, bias)]
+    return to_numpy(convolve(spec, *tensors), "x")  # type: ignore[arg-type]

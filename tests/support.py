@@ -1,0 +1,55 @@
+"""Helpers shared by the tests: which backends to test, and moving arrays between them."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+import numpy as np
+
+ALL_BACKENDS = ("numpy", "torch", "jax")
+
+
+def requested_backends() -> tuple[str, ...]:
+    """Backends named by ``MULTICONV_TEST_BACKENDS`` (comma-separated; default: all three)."""
+    raw = os.environ.get("MULTICONV_TEST_BACKENDS", ",".join(ALL_BACKENDS))
+    names = tuple(name.strip() for name in raw.split(",") if name.strip())
+    unknown = [name for name in names if name not in ALL_BACKENDS]
+    if unknown or not names:
+        msg = f"MULTICONV_TEST_BACKENDS={raw!r} must name some of {', '.join(ALL_BACKENDS)}"
+        raise ValueError(msg)
+    return names
+
+
+BACKENDS = requested_backends()
+
+
+def as_backend(a: np.ndarray | None, backend: str, dtype: str | None = None) -> Any:
+    """``a`` as an array of ``backend`` with dtype ``dtype`` (default: ``a``'s dtype)."""
+    if a is None:
+        return None
+    dtype = dtype or a.dtype.name
+    if backend == "numpy":
+        return np.array(a, dtype=dtype)
+    if backend == "torch":
+        torch = importlib.import_module("torch")
+        wide = a.astype(np.complex128 if np.iscomplexobj(a) else np.float64)
+        return torch.from_numpy(wide).to(getattr(torch, dtype))
+    jnp = importlib.import_module("jax.numpy")
+    return jnp.asarray(a.astype(np.complex128 if np.iscomplexobj(a) else np.float64)).astype(dtype)
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """A host copy of any backend's array, half precision widened to float64."""
+    if type(a).__module__.startswith("torch"):
+        a = a.detach().cpu()
+        wide = a.to(importlib.import_module("torch").complex128) if a.dtype.is_complex else a.double()
+        return np.asarray(wide.numpy())
+    out = np.asarray(a)
+    return out.astype(np.complex128 if np.iscomplexobj(out) else np.float64)
+
+
+def dtype_name(a: Any) -> str:
+    """Dtype name of any backend's array."""
+    return str(a.dtype).removeprefix("torch.")

@@ -1,0 +1,141 @@
+"""Which backend computes: ownership of arrays, mixing with NumPy, tracers, ``backend=``."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from support import BACKENDS, as_backend, to_numpy
+
+import multiconv
+from multiconv import _dispatch
+from multiconv.testing import assert_matches_reference
+
+needs_torch = pytest.mark.skipif("torch" not in BACKENDS, reason="torch backend not requested")
+needs_jax = pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
+
+
+def readme_arrays() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return rng.standard_normal((32, 4, 16)).astype(np.float32), rng.standard_normal((32, 8, 4, 1)).astype(np.float32)
+
+
+def test_owner_is_found_without_importing(backend: str) -> None:
+    x, w = readme_arrays()
+    assert _dispatch.owner({"x": as_backend(x, backend), "w": as_backend(w, backend), "bias": None}) == backend
+
+
+@pytest.mark.parametrize("other", [b for b in BACKENDS if b != "numpy"])
+@pytest.mark.parametrize("numpy_arg", ["x", "w", "bias"])
+def test_numpy_arrays_join_the_other_framework(other: str, numpy_arg: str) -> None:
+    x, w = readme_arrays()
+    bias = np.ones(8, np.float32)
+    arrays = {"x": x, "w": w, "bias": bias}
+    args = {name: a if name == numpy_arg else as_backend(a, other) for name, a in arrays.items()}
+    y = multiconv.batch_conv(args["x"], args["w"], args["bias"])
+    assert _dispatch.framework_of(y) == other
+    expected = multiconv.batch_conv(x, w, bias)
+    np.testing.assert_allclose(to_numpy(y), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("source", BACKENDS)
+@pytest.mark.parametrize("target", BACKENDS)
+def test_backend_override_returns_the_input_type(source: str, target: str) -> None:
+    x, w = readme_arrays()
+    xs, ws = as_backend(x, source), as_backend(w, source)
+    y = multiconv.batch_conv(xs, ws, padding="same", backend=target)
+    assert _dispatch.framework_of(y) == source
+    assert_matches_reference(y, xs, ws, padding="same")
+
+
+@needs_torch
+def test_override_refuses_tensors_that_require_grad() -> None:
+    torch = importlib.import_module("torch")
+    x, w = readme_arrays()
+    xt = torch.from_numpy(x).requires_grad_()
+    other = next((b for b in BACKENDS if b != "torch"), None)
+    if other is None:
+        pytest.skip("needs a second backend")
+    with pytest.raises(TypeError, match="x requires grad"):
+        multiconv.batch_conv(xt, torch.from_numpy(w), backend=other)
+    with torch.no_grad():
+        y = multiconv.batch_conv(xt, torch.from_numpy(w), backend=other)
+    assert isinstance(y, torch.Tensor)
+
+
+@needs_jax
+def test_jax_tracers_are_jax_arrays() -> None:
+    jax = importlib.import_module("jax")
+    x, w = readme_arrays()
+    xj, wj = as_backend(x, "jax"), as_backend(w, "jax")
+    expected = to_numpy(multiconv.batch_conv(xj, wj))
+
+    seen: list[str | None] = []
+
+    def f(a: object, b: object) -> object:
+        seen.append(_dispatch.framework_of(a))
+        return multiconv.batch_conv(a, b)
+
+    np.testing.assert_allclose(to_numpy(jax.jit(f)(xj, wj)), expected, rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(jax.vmap(f)(xj[None], wj[None])[0]), expected, rtol=1e-6)
+    jax.grad(lambda a: f(a, wj).sum())(xj)  # type: ignore[attr-defined]
+    jax.jvp(lambda a: f(a, wj), (xj,), (xj,))
+    assert seen == ["jax"] * 4
+
+
+@needs_jax
+def test_tracer_with_foreign_backend_is_refused() -> None:
+    jax = importlib.import_module("jax")
+    other = next((b for b in BACKENDS if b != "jax"), None)
+    if other is None:
+        pytest.skip("needs a second backend")
+    x, w = readme_arrays()
+    with pytest.raises(TypeError, match="JAX tracer"):
+        jax.jit(lambda a, b: multiconv.batch_conv(a, b, backend=other))(as_backend(x, "jax"), as_backend(w, "jax"))
+
+
+def test_unknown_objects_are_not_cached_as_arrays() -> None:
+    assert _dispatch.framework_of([1.0]) is None
+    assert _dispatch.framework_of(np.ones(1)) == "numpy"
+    assert list not in _dispatch._TYPE_CACHE
+
+
+def test_missing_framework_names_the_extra() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["jax"] = None  # as if JAX were not installed
+        import numpy as np
+        import multiconv
+        try:
+            multiconv.batch_conv(np.ones((1, 1, 4)), np.ones((1, 1, 1, 2)), backend="jax")
+        except ModuleNotFoundError as error:
+            print(error)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "pip install 'multiconv[jax]'" in out
+
+
+def test_numpy_use_leaves_frameworks_unimported() -> None:
+    """``import multiconv`` and a NumPy call must not import torch or JAX."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        import multiconv
+        import multiconv.testing
+        x = np.ones((32, 4, 16), np.float32)
+        w = np.ones((32, 8, 4, 1), np.float32)
+        y = multiconv.batch_conv(x, w, padding="same", padding_mode="reflect")
+        multiconv.testing.assert_matches_reference(y, x, w, padding="same", padding_mode="reflect")
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "jax", "jaxlib"))
+        print(",".join(loaded) or "none")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "none"
