@@ -6,7 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union
 
 from multiconv import _dispatch
-from multiconv._spec import make_spec
+from multiconv._spec import ConvSpec, make_spec
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -19,29 +19,36 @@ ArrayT = TypeVar("ArrayT")
 Padding = Union[int, str, "Sequence[int]", "Sequence[tuple[int, int]]", "Sequence[int | tuple[int, int]]"]
 
 
-def convolve(
-    x: ArrayT,
-    w: Any,
-    bias: Any,
-    *,
-    stride: Any,
-    padding: Any,
-    dilation: Any,
-    groups: Any,
-    padding_mode: Any,
-    layout: Any,
-    flip: Any,
-    method: Any,
-    backend: Any,
-    spatial_dims: int | None,
-) -> ArrayT:
-    """Validate everything, then run the convolution on the chosen backend."""
-    arrays = {"x": x, "w": w, "bias": bias}
-    owner_name = _dispatch.owner(arrays)
-    target_name = _dispatch.check_backend_name(backend) or owner_name
-    owner: Backend = _dispatch.load(owner_name)  # type: ignore[assignment]
-    target: Backend = owner if target_name == owner_name else _dispatch.load(target_name)  # type: ignore[assignment]
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a call will do: the resolved spec, who owns the arrays, who computes."""
 
+    spec: ConvSpec
+    owner: str
+    target: str
+
+
+def plan(
+    x: Any,
+    w: Any,
+    bias: Any = None,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: Any = 1,
+    padding_mode: Any = "zeros",
+    layout: Any = "channels_first",
+    flip: Any = False,
+    method: Any = "auto",
+    backend: Any = None,
+    spatial_dims: int | None = None,
+) -> Plan:
+    """Validate every argument and decide the backend and engine; no array work is done."""
+    arrays = {"x": x, "w": w, "bias": bias}
+    owner = _dispatch.owner(arrays)
+    target = _dispatch.check_backend_name(backend) or owner
+    engines: Backend = _dispatch.load(target)  # type: ignore[assignment]
     infos = {name: _dispatch.load(_dispatch.framework_of(a) or "numpy").info(a, name) for name, a in arrays.items() if a is not None}
     spec = make_spec(
         infos["x"],
@@ -55,23 +62,29 @@ def convolve(
         layout=layout,
         flip=flip,
         method=method,
-        framework=owner_name,
-        methods=tuple(target.METHODS),
+        framework=owner,
+        methods=tuple(engines.METHODS),
         spatial_dims=spatial_dims,
     )
     if spec.method == "auto":
-        spec = dataclasses.replace(spec, method=target.choose_method(spec))
+        spec = dataclasses.replace(spec, method=engines.choose_method(spec))
+    return Plan(spec, owner, target)
+
+
+def convolve(x: ArrayT, w: Any, bias: Any, **arguments: Any) -> ArrayT:
+    """Validate everything (:func:`plan`), then run the convolution on the chosen backend."""
+    resolved = plan(x, w, bias, **arguments)
+    spec, owner_name, target_name = resolved.spec, resolved.owner, resolved.target
+    owner: Backend = _dispatch.load(owner_name)  # type: ignore[assignment]
 
     # NumPy arrays given beside another framework's arrays join them (device included).
-    like = next(a for a in arrays.values() if a is not None and _dispatch.framework_of(a) == owner_name)
+    arrays: tuple[Any, ...] = (x, w, bias)
+    like = next(a for a in arrays if a is not None and _dispatch.framework_of(a) == owner_name)
+    x, w, bias = (a if a is None or _dispatch.framework_of(a) == owner_name else owner.from_numpy(a, like) for a in arrays)
 
-    def adopt(a: Any) -> Any:
-        return a if a is None or _dispatch.framework_of(a) == owner_name else owner.from_numpy(a, like)
-
-    x, w, bias = adopt(x), adopt(w), adopt(bias)
-
-    if target is owner:
+    if target_name == owner_name:
         return owner.convolve(spec, x, w, bias)  # type: ignore[no-any-return]
+    target: Backend = _dispatch.load(target_name)  # type: ignore[assignment]
     host = [None if a is None else owner.to_numpy(a, name) for name, a in (("x", x), ("w", w), ("bias", bias))]
     result = target.convolve_numpy(spec, *host)  # type: ignore[arg-type]
     return owner.from_numpy(result, like=x)  # type: ignore[no-any-return]

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import multiconv
+from multiconv._api import plan
 from multiconv._dispatch import BACKENDS, installed, load
-from multiconv._spec import ArrayInfo, make_spec
 from multiconv.testing import reference_conv
 
 if TYPE_CHECKING:
@@ -94,23 +94,7 @@ class DemoRow:
 
 def _auto_method(name: str, x: np.ndarray, w: np.ndarray) -> str:
     """Return the method ``method="auto"`` picks on backend ``name``, resolved as ``batch_conv`` does."""
-    module = load(name)
-    spec = make_spec(
-        ArrayInfo(tuple(x.shape), x.dtype.name),
-        ArrayInfo(tuple(w.shape), w.dtype.name),
-        None,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups=1,
-        padding_mode="zeros",
-        layout="channels_first",
-        flip=False,
-        method="auto",
-        framework=name,
-        methods=tuple(module.METHODS),
-    )
-    return str(module.choose_method(spec))
+    return plan(x, w, backend=name).spec.method
 
 
 def _numpy_loop(x: np.ndarray, w: np.ndarray) -> np.ndarray:
