@@ -7,6 +7,9 @@ sessions that need it run on 3.11 with nox's default virtualenv + pip.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "virtualenv"
@@ -16,6 +19,26 @@ nox.options.error_on_missing_interpreters = True
 CONSTRAINTS = ("-c", "constraints.txt")
 FULL_PYTHON = "3.11"
 LITE_PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+
+def _expose_pyenv_interpreters() -> None:
+    """Put pyenv's installed interpreters on PATH so that ``python3.X`` resolves.
+
+    pyenv's shims only answer for the selected version; nox looks for ``python3.10``
+    etc. on PATH, so each installed version's own ``bin`` goes in front.
+    """
+    versions = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found = []
+    for wanted in LITE_PYTHONS:
+        matches = [p for p in versions.glob(f"{wanted}.*") if p.name.count(".") == 2 and p.name.split(".")[2].isdigit()]  # noqa: PLR2004
+        if matches:
+            best = max(matches, key=lambda p: int(p.name.split(".")[2]))
+            found.append(str(best / "bin"))
+    if found:
+        os.environ["PATH"] = os.pathsep.join([*found, os.environ.get("PATH", "")])
+
+
+_expose_pyenv_interpreters()
 
 
 @nox.session(python=FULL_PYTHON)
