@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import doctest
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import BACKENDS
 
 import multiconv.testing as mt
 from multiconv.testing import (
@@ -34,12 +36,19 @@ def _rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def _requested(name: str) -> Any:
+    """The framework module, or a skip when MULTICONV_TEST_BACKENDS does not ask for it."""
+    if name not in BACKENDS:
+        pytest.skip(f"{name} backend not requested (MULTICONV_TEST_BACKENDS)")
+    return importlib.import_module(name)
+
+
 def _torch() -> Any:
-    return pytest.importorskip("torch")
+    return _requested("torch")
 
 
 def _jax() -> Any:
-    return pytest.importorskip("jax")
+    return _requested("jax")
 
 
 # ------------------------------------------------------------------ module hygiene
