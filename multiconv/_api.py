@@ -9,7 +9,7 @@ from multiconv import _dispatch
 from multiconv._spec import ConvSpec, make_spec
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Hashable, Sequence
 
     from multiconv.backends import Backend
 
@@ -28,7 +28,42 @@ class Plan:
     target: str
 
 
-def plan(
+_PLAN_CACHE: dict[Hashable, Plan] = {}
+_PLAN_CACHE_SIZE = 1024
+
+
+def _freeze(value: object) -> Hashable:
+    """A hashable stand-in for an argument; the type is kept so that ``True`` and ``1`` differ."""
+    if isinstance(value, (tuple, list)):
+        return (type(value), tuple(_freeze(item) for item in value))
+    return (type(value), value)
+
+
+def plan(x: Any, w: Any, bias: Any = None, **arguments: Any) -> Plan:
+    """Validate every argument and decide the backend and engine; no array work is done.
+
+    Plans are cached by the arrays' signatures (type, shape, dtype, device) and the
+    arguments, so a repeated call skips validation; invalid calls are never cached.
+    """
+    signatures = tuple(None if a is None else _dispatch.signature(a) for a in (x, w, bias))
+    key: Hashable = None
+    if None not in signatures[:2]:
+        key = (signatures, tuple(sorted((name, _freeze(value)) for name, value in arguments.items())))
+        try:
+            return _PLAN_CACHE[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable argument: validate it the slow way
+            key = None
+    resolved = _plan(x, w, bias, **arguments)
+    if key is not None:
+        if len(_PLAN_CACHE) >= _PLAN_CACHE_SIZE:
+            _PLAN_CACHE.clear()
+        _PLAN_CACHE[key] = resolved
+    return resolved
+
+
+def _plan(
     x: Any,
     w: Any,
     bias: Any = None,
@@ -44,7 +79,6 @@ def plan(
     backend: Any = None,
     spatial_dims: int | None = None,
 ) -> Plan:
-    """Validate every argument and decide the backend and engine; no array work is done."""
     arrays = {"x": x, "w": w, "bias": bias}
     owner = _dispatch.owner(arrays)
     target = _dispatch.check_backend_name(backend) or owner

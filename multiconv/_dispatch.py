@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from collections.abc import Hashable
     from types import ModuleType
 
 #: Backend name -> module implementing it.  Adding a backend = a module + a line here.
@@ -99,14 +100,27 @@ def check_backend_name(backend: object) -> str | None:
     return backend
 
 
+_LOADED: dict[str, ModuleType] = {}  # framework name -> imported backend module
+
+
 def load(name: str) -> ModuleType:
     """Import the backend module ``name`` (which imports its framework)."""
+    module = _LOADED.get(name)
+    if module is not None:
+        return module
     try:
-        return importlib.import_module(BACKENDS[name])
+        module = _LOADED[name] = importlib.import_module(BACKENDS[name])
     except ImportError as error:
         raise ModuleNotFoundError(
             f"backend {name!r} needs {name}, which could not be imported ({error}); install it with: pip install '{_EXTRAS[name]}'"
         ) from error
+    return module
+
+
+def signature(a: object) -> Hashable:
+    """Everything validation reads from an array (type, shape, dtype, device), hashable; ``None`` for non-arrays."""
+    kind = framework_of(a)
+    return None if kind is None else load(kind).signature(a)
 
 
 def installed() -> dict[str, bool]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Hashable, Mapping
 
     import numpy as np
 
@@ -21,6 +21,10 @@ class Backend(Protocol):
 
     #: Engine name -> ``engine(spec, x, w) -> y``; see each module for the array conventions.
     METHODS: Mapping[str, Callable[..., Any]]
+
+    @staticmethod
+    def signature(a: Any) -> Hashable:
+        """Everything :func:`info` reads from ``a``, cheap to compute and hashable."""
 
     @staticmethod
     def info(a: Any, name: str) -> ArrayInfo:

@@ -19,12 +19,19 @@ from jax import lax
 from multiconv._spec import HALF_DTYPES, ArrayInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Hashable, Mapping
 
     from multiconv._spec import ConvSpec
 
 _JAX_PAD_MODES: Final = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 _SPATIAL: Final = "DHW"
+
+
+def signature(a: jax.Array) -> Hashable:
+    """What validation reads from ``a``, hashable (see ``multiconv._dispatch.signature``)."""
+    if isinstance(a, jax.core.Tracer):
+        return (type(a), a.shape, a.dtype)
+    return (type(a), a.shape, a.dtype, a.sharding)
 
 
 def info(a: jax.Array, name: str) -> ArrayInfo:  # noqa: ARG001

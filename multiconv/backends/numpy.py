@@ -16,13 +16,18 @@ from multiconv._spec import ArrayInfo
 from multiconv.backends import spatial_slices
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Hashable, Mapping
 
     from multiconv._spec import ConvSpec
 
 _NUMPY_PAD_MODES: Final = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 _SPATIAL: Final = "xyz"
 _KERNEL: Final = "ijk"
+
+
+def signature(a: np.ndarray) -> Hashable:
+    """What validation reads from ``a``, hashable (see ``multiconv._dispatch.signature``)."""
+    return (type(a), a.shape, a.dtype)
 
 
 def info(a: np.ndarray, name: str) -> ArrayInfo:

@@ -17,12 +17,17 @@ import torch.nn.functional as F  # noqa: N812
 from multiconv._spec import ArrayInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Hashable, Mapping
 
     from multiconv._spec import ConvSpec
 
 _CONV: Final = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _HALF: Final = (torch.float16, torch.bfloat16)
+
+
+def signature(a: torch.Tensor) -> Hashable:
+    """What validation reads from ``a``, hashable (see ``multiconv._dispatch.signature``)."""
+    return (type(a), a.shape, a.dtype, a.device, a.layout)
 
 
 def info(a: torch.Tensor, name: str) -> ArrayInfo:
