@@ -26,6 +26,8 @@ class Plan:
     spec: ConvSpec
     owner: str
     target: str
+    #: Which of ``(x, w, bias)`` are NumPy arrays that must join the owner's framework.
+    foreign: tuple[bool, bool, bool] = (False, False, False)
 
 
 _PLAN_CACHE: dict[Hashable, Plan] = {}
@@ -34,9 +36,10 @@ _PLAN_CACHE_SIZE = 1024
 
 def _freeze(value: object) -> Hashable:
     """A hashable stand-in for an argument; the type is kept so that ``True`` and ``1`` differ."""
-    if isinstance(value, (tuple, list)):
-        return (type(value), tuple(_freeze(item) for item in value))
-    return (type(value), value)
+    kind = type(value)
+    if kind is tuple or kind is list:
+        return (kind, tuple(map(_freeze, value)))  # type: ignore[call-overload]
+    return (kind, value)
 
 
 def plan(x: Any, w: Any, bias: Any = None, **arguments: Any) -> Plan:
@@ -48,7 +51,7 @@ def plan(x: Any, w: Any, bias: Any = None, **arguments: Any) -> Plan:
     signatures = tuple(None if a is None else _dispatch.signature(a) for a in (x, w, bias))
     key: Hashable = None
     if None not in signatures[:2]:
-        key = (signatures, tuple(sorted((name, _freeze(value)) for name, value in arguments.items())))
+        key = (signatures, tuple(arguments), tuple(map(_freeze, arguments.values())))
         try:
             return _PLAN_CACHE[key]
         except KeyError:
@@ -78,6 +81,7 @@ def _plan(
     method: Any = "auto",
     backend: Any = None,
     spatial_dims: int | None = None,
+    workspace_limit: Any = None,
 ) -> Plan:
     arrays = {"x": x, "w": w, "bias": bias}
     owner = _dispatch.owner(arrays)
@@ -99,10 +103,12 @@ def _plan(
         framework=owner,
         methods=tuple(engines.METHODS),
         spatial_dims=spatial_dims,
+        workspace_limit=workspace_limit,
     )
     if spec.method == "auto":
         spec = dataclasses.replace(spec, method=engines.choose_method(spec))
-    return Plan(spec, owner, target)
+    foreign = tuple(a is not None and _dispatch.framework_of(a) != owner for a in (x, w, bias))
+    return Plan(spec, owner, target, foreign)  # type: ignore[arg-type]
 
 
 def convolve(x: ArrayT, w: Any, bias: Any, **arguments: Any) -> ArrayT:
@@ -111,10 +117,11 @@ def convolve(x: ArrayT, w: Any, bias: Any, **arguments: Any) -> ArrayT:
     spec, owner_name, target_name = resolved.spec, resolved.owner, resolved.target
     owner: Backend = _dispatch.load(owner_name)  # type: ignore[assignment]
 
-    # NumPy arrays given beside another framework's arrays join them (device included).
-    arrays: tuple[Any, ...] = (x, w, bias)
-    like = next(a for a in arrays if a is not None and _dispatch.framework_of(a) == owner_name)
-    x, w, bias = (a if a is None or _dispatch.framework_of(a) == owner_name else owner.from_numpy(a, like) for a in arrays)
+    if any(resolved.foreign):
+        # NumPy arrays given beside another framework's arrays join them (device included).
+        arrays: tuple[Any, ...] = (x, w, bias)
+        like = next(a for a, moved in zip(arrays, resolved.foreign, strict=True) if a is not None and not moved)
+        x, w, bias = (owner.from_numpy(a, like) if moved else a for a, moved in zip(arrays, resolved.foreign, strict=True))
 
     if target_name == owner_name:
         return owner.convolve(spec, x, w, bias)  # type: ignore[no-any-return]
@@ -142,6 +149,7 @@ class BatchConv(Protocol):
         flip: bool = False,
         method: str = "auto",
         backend: str | None = None,
+        workspace_limit: int | None = None,
     ) -> ArrayT: ...
 
 
@@ -160,6 +168,7 @@ def _entry_point(spatial_dims: int | None, name: str, doc: str) -> BatchConv:
         flip: bool = False,
         method: str = "auto",
         backend: str | None = None,
+        workspace_limit: int | None = None,
     ) -> ArrayT:
         return convolve(
             x,
@@ -175,6 +184,7 @@ def _entry_point(spatial_dims: int | None, name: str, doc: str) -> BatchConv:
             method=method,
             backend=backend,
             spatial_dims=spatial_dims,
+            workspace_limit=workspace_limit,
         )
 
     entry.__name__ = entry.__qualname__ = name
@@ -220,10 +230,16 @@ flip : bool
     ``False``: cross-correlation (deep-learning "conv"); ``True``: true
     convolution (kernel reversed, as ``scipy.signal.convolve``).
 method : str
-    ``"auto"`` or an engine of the computing backend: ``"einsum"`` (NumPy),
-    ``"grouped"`` (PyTorch), ``"vmap"`` (JAX).
+    ``"auto"`` (a cost model picks) or an engine of the computing backend:
+    ``"shift"`` (one batched matmul per kernel offset), ``"matmul"`` (im2col
+    windows and one batched matmul), ``"fft"`` (overlap-save), or the
+    framework's direct one: ``"einsum"`` (NumPy), ``"grouped"`` (PyTorch),
+    ``"vmap"`` (JAX).
 backend : {{None, "numpy", "torch", "jax"}}
     Compute on this framework and hand the result back as the type of ``x``.
+workspace_limit : int, optional
+    Bytes of scratch memory an engine may use on top of the inputs and the
+    output (default 256 MiB); larger batches are computed in chunks.
 
 Returns
 -------

@@ -7,9 +7,11 @@ arguments, so every rule of the contract (and every error message) lives once.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -34,6 +36,8 @@ _INTEGER_PREFIXES: Final = ("int", "uint", "bool")
 #: Frameworks take stride, padding, dilation and groups as 32-bit ints at best.
 MAX_INT_ARGUMENT: Final = 2**31 - 1
 _PAIR: Final = 2
+#: Default bound on an engine's scratch memory (bytes), on top of inputs and output.
+DEFAULT_WORKSPACE_LIMIT: Final = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -80,69 +84,78 @@ class ConvSpec:
     dtype: str
     method: str
     out_size: tuple[int, ...]
+    workspace_limit: int = DEFAULT_WORKSPACE_LIMIT
 
-    @property
+    def __hash__(self) -> int:
+        """Hash once: specs key the engines' caches on every call."""
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash(tuple(getattr(self, field.name) for field in dataclasses.fields(self)))
+
+    @cached_property
     def ndim(self) -> int:
         """Number of spatial dims (1, 2 or 3)."""
         return len(self.in_size)
 
-    @property
+    @cached_property
     def channels_last(self) -> bool:
         """Whether ``x`` and the result put channels last."""
         return self.layout == "channels_last"
 
-    @property
+    @cached_property
     def group_in_channels(self) -> int:
         """Input channels seen by each group (``C_in // groups``)."""
         return self.in_channels // self.groups
 
-    @property
+    @cached_property
     def group_out_channels(self) -> int:
         """Output channels made by each group (``C_out // groups``)."""
         return self.out_channels // self.groups
 
-    @property
+    @cached_property
     def depthwise(self) -> bool:
         """One input channel per group."""
         return self.groups == self.in_channels
 
-    @property
+    @cached_property
     def per_sample_weight(self) -> bool:
         """Whether every batch element has its own weight."""
         return self.weight_kind == "per_sample"
 
-    @property
+    @cached_property
     def effective_kernel(self) -> tuple[int, ...]:
         """Extent of the dilated kernel, ``dilation * (K - 1) + 1``, per spatial dim."""
         return tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel, strict=True))
 
-    @property
+    @cached_property
     def padded_size(self) -> tuple[int, ...]:
         """Spatial size of the padded input."""
         return tuple(s + lo + hi for s, (lo, hi) in zip(self.in_size, self.padding, strict=True))
 
-    @property
+    @cached_property
     def mode_padding(self) -> tuple[tuple[int, int], ...]:
         """Padding to apply explicitly with ``padding_mode`` before the convolution."""
         if self.padding_mode == "zeros":
             return tuple((0, 0) for _ in self.padding)
         return self.padding
 
-    @property
+    @cached_property
     def zero_padding(self) -> tuple[tuple[int, int], ...]:
         """Zero padding left for the convolution itself once ``mode_padding`` is applied."""
         if self.padding_mode == "zeros":
             return self.padding
         return tuple((0, 0) for _ in self.padding)
 
-    @property
+    @cached_property
     def out_shape(self) -> tuple[int, ...]:
         """Shape of the result, in the caller's layout."""
         if self.channels_last:
             return (self.batch, *self.out_size, self.out_channels)
         return (self.batch, self.out_channels, *self.out_size)
 
-    @property
+    @cached_property
     def bias_shape(self) -> tuple[int, ...]:
         """Shape that broadcasts the bias against the result, in the caller's layout."""
         ones = (1,) * self.ndim
@@ -151,7 +164,7 @@ class ConvSpec:
         lead = self.batch if self.bias_kind == "per_sample" else 1
         return (lead, *ones, self.out_channels) if self.channels_last else (lead, self.out_channels, *ones)
 
-    @property
+    @cached_property
     def macs(self) -> int:
         """Multiply-accumulates of the whole convolution."""
         positions = math.prod(self.out_size)
@@ -162,7 +175,7 @@ def _describe(value: object) -> str:
     return f"{value!r} (type {type(value).__name__})"
 
 
-def _as_int(name: str, value: object, allowed: str) -> int:
+def _as_int(name: str, value: object, allowed: str, maximum: int | None = MAX_INT_ARGUMENT) -> int:
     """``operator.index`` that refuses bools and names the argument on failure."""
     if isinstance(value, bool):
         raise TypeError(f"{name}={value!r} must be {allowed}, not a bool")
@@ -170,8 +183,8 @@ def _as_int(name: str, value: object, allowed: str) -> int:
         number = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"{name}={_describe(value)} must be {allowed}") from None
-    if number > MAX_INT_ARGUMENT:
-        raise ValueError(f"{name}={value!r} is too large: the limit is {MAX_INT_ARGUMENT} (2**31 - 1)")
+    if maximum is not None and number > maximum:
+        raise ValueError(f"{name}={value!r} is too large: the limit is {maximum} (2**31 - 1)")
     return number
 
 
@@ -334,7 +347,36 @@ def _bias_kind(bias: ArrayInfo | None, batch: int, out_channels: int) -> str:
     )
 
 
-def make_spec(  # noqa: C901, PLR0912
+def _check_flip(flip: object) -> bool:
+    if type(flip).__module__ == "numpy" and type(flip).__name__ in ("bool", "bool_"):
+        flip = bool(flip)
+    if not isinstance(flip, bool):
+        raise TypeError(f"flip={_describe(flip)} must be a bool (False: cross-correlation, True: true convolution)")
+    return flip
+
+
+def _check_rank(x: ArrayInfo, spatial_dims: int | None) -> int:
+    """The number of spatial dims of ``x``, checked against ``batch_conv{N}d``."""
+    if spatial_dims is not None and x.ndim != spatial_dims + 2:
+        names = {1: "(B, C_in, L)", 2: "(B, C_in, H, W)", 3: "(B, C_in, D, H, W)"}
+        raise ValueError(
+            f"batch_conv{spatial_dims}d needs x of shape {names[spatial_dims]} ({spatial_dims + 2} dims); got x.shape={x.shape}"
+        )
+    if not 3 <= x.ndim <= 5:  # noqa: PLR2004
+        raise ValueError(f"x must have shape (B, C_in, *spatial) with 1 to 3 spatial dims (3 to 5 dims in all); got x.shape={x.shape}")
+    return x.ndim - 2
+
+
+def _workspace_limit(value: object) -> int:
+    if value is None:
+        return DEFAULT_WORKSPACE_LIMIT
+    limit = _as_int("workspace_limit", value, "None or a positive number of bytes", maximum=None)
+    if limit < 1:
+        raise ValueError(f"workspace_limit={value!r} must be None or a positive number of bytes")
+    return limit
+
+
+def make_spec(  # noqa: C901
     x: ArrayInfo,
     w: ArrayInfo,
     bias: ArrayInfo | None,
@@ -350,6 +392,7 @@ def make_spec(  # noqa: C901, PLR0912
     framework: str,
     methods: Collection[str],
     spatial_dims: int | None = None,
+    workspace_limit: object = None,
 ) -> ConvSpec:
     """Validate every argument of ``batch_conv`` and resolve it into a :class:`ConvSpec`.
 
@@ -361,19 +404,9 @@ def make_spec(  # noqa: C901, PLR0912
     layout = _check_choice("layout", layout, LAYOUTS)
     padding_mode = _check_choice("padding_mode", padding_mode, PADDING_MODES)
     method = _check_choice("method", method, ("auto", *methods))
-    if type(flip).__module__ == "numpy" and type(flip).__name__ in ("bool", "bool_"):
-        flip = bool(flip)
-    if not isinstance(flip, bool):
-        raise TypeError(f"flip={_describe(flip)} must be a bool (False: cross-correlation, True: true convolution)")
-
-    if spatial_dims is not None and x.ndim != spatial_dims + 2:
-        names = {1: "(B, C_in, L)", 2: "(B, C_in, H, W)", 3: "(B, C_in, D, H, W)"}
-        raise ValueError(
-            f"batch_conv{spatial_dims}d needs x of shape {names[spatial_dims]} ({spatial_dims + 2} dims); got x.shape={x.shape}"
-        )
-    if not 3 <= x.ndim <= 5:  # noqa: PLR2004
-        raise ValueError(f"x must have shape (B, C_in, *spatial) with 1 to 3 spatial dims (3 to 5 dims in all); got x.shape={x.shape}")
-    ndim = x.ndim - 2
+    limit = _workspace_limit(workspace_limit)
+    flip = _check_flip(flip)
+    ndim = _check_rank(x, spatial_dims)
     dtype = _check_dtypes(x, w, bias, framework)
     _check_devices(x, w, bias)
 
@@ -439,4 +472,5 @@ def make_spec(  # noqa: C901, PLR0912
         dtype=dtype,
         method=method,
         out_size=tuple(out_size),
+        workspace_limit=limit,
     )

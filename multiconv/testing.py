@@ -435,6 +435,7 @@ def error_bound(
     *,
     dtype: Any,
     c: float = 4.0,
+    method: str | None = None,
     **conv_kwargs: Any,
 ) -> npt.NDArray[np.float64]:
     """Elementwise tolerance for a convolution computed in ``dtype``.
@@ -444,6 +445,12 @@ def error_bound(
     epsilon and ``tiny`` the smallest positive normal number of the real dtype
     underlying ``dtype``; doubled for complex dtypes, whose products carry extra
     rounding.
+
+    An FFT spreads every rounding error over its whole transform, so its error is
+    bounded normwise, not elementwise: with ``method="fft"`` the bound of output
+    channel ``(b, o)`` gains ``c * eps * log2(2 * S) * max_t ||x window at t|| *
+    ||w[b, o]||`` (``S`` the padded spatial size, norms Euclidean over the
+    receptive field and over the filter).
 
     Parameters
     ----------
@@ -456,6 +463,9 @@ def error_bound(
         2**-52 (float64, complex128).
     c : float
         Safety factor.
+    method : str, optional
+        ``"fft"`` adds the normwise term of FFT-based convolution; other methods
+        (or ``None``) use the elementwise bound alone.
     **conv_kwargs
         The keyword arguments of :func:`reference_conv`.
 
@@ -488,7 +498,25 @@ def error_bound(
     magnitude = reference_conv(np.abs(xa), np.abs(wa), ba, **conv_kwargs)
     n_terms = math.prod(wa.shape[-(xa.ndim - 1) :]) + (bias is not None)
     scale = c * n_terms * (2.0 if is_complex else 1.0)
-    return np.asarray(scale * (eps * magnitude.real + tiny), dtype=np.float64)
+    bound = np.asarray(scale * (eps * magnitude.real + tiny), dtype=np.float64)
+    if method == "fft" and bound.size:
+        bound += c * eps * (2.0 if is_complex else 1.0) * _fft_normwise(xa, wa, conv_kwargs)
+    return bound
+
+
+def _fft_normwise(x: npt.NDArray[Any], w: npt.NDArray[Any], conv_kwargs: dict[str, Any]) -> npt.NDArray[np.float64]:
+    """``log2(2 S) * max_t ||receptive field of (b, o, t)|| * ||w[b, o]||``, broadcast over ``t``."""
+    n = x.ndim - 2
+    channels_last = conv_kwargs.get("layout", "channels_first") == "channels_last"
+    energy = reference_conv(np.abs(x) ** 2, np.ones(np.shape(w)), **conv_kwargs)  # sum of |x|^2 over each receptive field
+    spatial_axes = tuple(range(1, 1 + n)) if channels_last else tuple(range(2, 2 + n))
+    field = np.sqrt(np.max(energy, axis=spatial_axes, keepdims=True))
+    filter_norm = np.sqrt(np.sum(np.abs(w) ** 2, axis=tuple(range(-n - 1, 0))))  # ([B,] C_out)
+    if filter_norm.ndim == 1:
+        filter_norm = filter_norm[None]
+    shape = (filter_norm.shape[0], *(1,) * n, filter_norm.shape[1]) if channels_last else (*filter_norm.shape, *(1,) * n)
+    points = math.prod(x.shape[1:-1] if channels_last else x.shape[2:]) * math.prod(np.shape(w)[-n:])
+    return np.asarray(math.log2(2 * points) * field * filter_norm.reshape(shape), dtype=np.float64)
 
 
 # ----------------------------------------------------------------------- assertions
@@ -596,6 +624,7 @@ def assert_matches_reference(
     *,
     c: float = 4.0,
     dtype: Any = None,
+    method: str | None = None,
     **conv_kwargs: Any,
 ) -> None:
     """Check ``actual`` against :func:`reference_conv` within :func:`error_bound`.
@@ -614,6 +643,9 @@ def assert_matches_reference(
         Safety factor of the bound.
     dtype : str or dtype, optional
         The dtype ``actual`` must have; ``x``'s by default.
+    method : str, optional
+        The engine that computed ``actual``; ``"fft"`` selects the normwise bound
+        (see :func:`error_bound`).
     **conv_kwargs
         The keyword arguments of :func:`reference_conv`.
 
@@ -631,5 +663,5 @@ def assert_matches_reference(
     """
     ref = reference_conv(x, w, bias, **conv_kwargs)
     bound_dtype = dtype if dtype is not None else _dtype_name(x)
-    bound = error_bound(x, w, bias, dtype=bound_dtype, c=c, **conv_kwargs)
+    bound = error_bound(x, w, bias, dtype=bound_dtype, c=c, method=method, **conv_kwargs)
     assert_conv_close(actual, ref, bound=bound, like=x, dtype=dtype)

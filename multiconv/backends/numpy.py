@@ -1,4 +1,4 @@
-"""NumPy backend: strided windows contracted with ``numpy.einsum``.
+"""NumPy backend: strided windows, batched matmuls and overlap-save FFTs.
 
 Engines take ``x`` channels-first and already padded, ``w`` as a per-sample
 ``(B, C_out, C_in // groups, *K)`` or shared ``(C_out, C_in // groups, *K)``
@@ -7,11 +7,14 @@ weight (flipped if asked), and return ``(B, C_out, *S_out)``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+import math
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from multiconv._algorithms import FFTBlocks, batch_chunk, batch_slices, fft_blocks, kernel_taps
+from multiconv._cost import choose
 from multiconv._spec import ArrayInfo
 from multiconv.backends import spatial_slices
 
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
     from multiconv._spec import ConvSpec
 
 _NUMPY_PAD_MODES: Final = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+_ALL: Final = slice(None)
 _SPATIAL: Final = "xyz"
 _KERNEL: Final = "ijk"
 
@@ -47,9 +51,14 @@ def to_numpy(a: np.ndarray, name: str) -> np.ndarray:  # noqa: ARG001
     return a
 
 
-def choose_method(spec: ConvSpec) -> str:  # noqa: ARG001
-    """The engine for ``method="auto"``."""
-    return "einsum"
+def choose_method(spec: ConvSpec) -> str:
+    """The engine for ``method="auto"`` (see :mod:`multiconv._cost`)."""
+    return choose("numpy", spec, tuple(METHODS))
+
+
+def _index(*parts: Any) -> tuple[Any, ...]:
+    """An index tuple (spelled as a call: ``a[i, *rest]`` needs Python 3.11)."""
+    return parts
 
 
 def _pad(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -59,6 +68,12 @@ def _pad(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
     widths = ((0, 0), (0, 0), *spec.padding)
     padded: np.ndarray = np.pad(x, widths, mode=_NUMPY_PAD_MODES[spec.padding_mode])  # type: ignore[call-overload]
     return padded
+
+
+def _group_weight(spec: ConvSpec, w: np.ndarray) -> np.ndarray:
+    """``w`` as ``([B,] groups, C_out // groups, C_in // groups, *K)``."""
+    lead = w.shape[: w.ndim - spec.ndim - 2]
+    return w.reshape(*lead, spec.groups, spec.group_out_channels, spec.group_in_channels, *spec.kernel)
 
 
 def _windows(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -73,13 +88,93 @@ def _windows(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
 def _einsum(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Contract strided windows of ``x`` with the weight in one ``numpy.einsum``."""
     s, k = _SPATIAL[: spec.ndim], _KERNEL[: spec.ndim]
-    weight = w.reshape(*w.shape[: -2 - spec.ndim], spec.groups, spec.group_out_channels, spec.group_in_channels, *spec.kernel)
     lead = "b" if spec.per_sample_weight else ""
-    y: np.ndarray = np.einsum(f"bgc{s}{k},{lead}goc{k}->bgo{s}", _windows(x, spec), weight, optimize=True)
+    y: np.ndarray = np.einsum(f"bgc{s}{k},{lead}goc{k}->bgo{s}", _windows(x, spec), _group_weight(spec, w), optimize=True)
     return y.reshape(x.shape[0], spec.out_channels, *spec.out_size)
 
 
-METHODS: Final[Mapping[str, Callable[[ConvSpec, np.ndarray, np.ndarray], np.ndarray]]] = {"einsum": _einsum}
+def _shift(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """One batched matmul per kernel offset, accumulated; a multiply-add when depthwise."""
+    batch, positions = x.shape[0], math.prod(spec.out_size)
+    xg = x.reshape(batch, spec.groups, spec.group_in_channels, *x.shape[2:])
+    wg = _group_weight(spec, w)
+    product = np.multiply if spec.group_in_channels == 1 else np.matmul
+    y = term = None
+    for offset, window in kernel_taps(spec):
+        taps = xg[_index(_ALL, _ALL, _ALL, *window)].reshape(batch, spec.groups, spec.group_in_channels, positions)
+        weight = wg[_index(Ellipsis, *offset)]  # ([B,] groups, C_out // groups, C_in // groups)
+        if y is None:
+            y = product(weight, taps)
+        else:
+            term = product(weight, taps, out=term)
+            y += term
+    return cast("np.ndarray", y).reshape(batch, spec.out_channels, *spec.out_size)
+
+
+def _matmul(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Copy every window into an im2col buffer, then one batched matmul."""
+    batch, positions, taps = x.shape[0], math.prod(spec.out_size), math.prod(spec.kernel)
+    windows = _windows(x, spec)  # (B, G, Cg, *S_out, *K)
+    n = spec.ndim
+    order = (0, 1, 2, *range(3 + n, 3 + 2 * n), *range(3, 3 + n))
+    columns = windows.transpose(order).reshape(batch, spec.groups, spec.group_in_channels * taps, positions)
+    weight = _group_weight(spec, w)
+    weight = weight.reshape(*weight.shape[: -1 - n], spec.group_in_channels * taps)
+    y: np.ndarray = np.matmul(weight, columns)
+    return y.reshape(batch, spec.out_channels, *spec.out_size)
+
+
+def _fft(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Overlap-save: blocks of the input and the dilated kernel transformed, multiplied, summed over channels."""
+    blocks = fft_blocks(spec)
+    batch, n = x.shape[0], spec.ndim
+    axes = tuple(range(-n, 0))
+    real = not (np.iscomplexobj(x) or np.iscomplexobj(w))
+    forward, inverse = (np.fft.rfftn, np.fft.irfftn) if real else (np.fft.fftn, np.fft.ifftn)
+
+    extend = [(0, e - p) for e, p in zip(blocks.extent, x.shape[2:], strict=True)]
+    xe = np.pad(x, ((0, 0), (0, 0), *extend)) if any(hi for _, hi in extend) else x
+    view = sliding_window_view(xe, blocks.nfft, axis=tuple(range(2, 2 + n)))
+    view = view[_index(_ALL, _ALL, *spatial_slices(blocks.step))]  # (B, C, *blocks, *nfft)
+    spectrum = forward(view, axes=axes)
+    bins = spectrum.shape[-n:]
+    xs = spectrum.reshape(batch, spec.groups, spec.group_in_channels, blocks.block_count, math.prod(bins))
+
+    wg = _group_weight(spec, w)
+    dilated = np.zeros((*wg.shape[:-n], *blocks.effective), wg.dtype)
+    dilated[_index(Ellipsis, *spatial_slices(spec.dilation))] = wg
+    kernel = forward(np.flip(dilated, axis=axes), s=blocks.nfft, axes=axes)
+    ws = kernel.reshape(*kernel.shape[:-n], math.prod(bins))  # ([B,] G, Og, Cg, F)
+
+    if spec.group_in_channels == 1:
+        ys = ws[..., 0, None, :] * xs[:, :, 0, None]  # (B, G, Og, blocks, F)
+    else:
+        product = np.matmul(np.moveaxis(ws, -1, -3), np.moveaxis(xs, -1, -3))  # (B, G, F, Og, blocks)
+        ys = np.moveaxis(product, -3, -1)
+    ys = ys.reshape(batch, spec.out_channels, *blocks.blocks, *bins)
+    return _assemble(spec, blocks, inverse(ys, s=blocks.nfft, axes=axes))
+
+
+def _assemble(spec: ConvSpec, blocks: FFTBlocks, transformed: np.ndarray) -> np.ndarray:
+    """Cut the valid part of every block, lay the blocks end to end, apply the stride."""
+    n = spec.ndim
+    valid: tuple[slice, ...] = tuple(slice(e - 1, e - 1 + st) for e, st in zip(blocks.effective, blocks.step, strict=True))
+    index: tuple[slice, ...] = (*(_ALL,) * (transformed.ndim - n), *valid)
+    kept = transformed[index]
+    interleave = (0, 1, *(i for d in range(n) for i in (2 + d, 2 + n + d)))
+    joined = tuple(b * st for b, st in zip(blocks.blocks, blocks.step, strict=True))
+    assembled = kept.transpose(interleave).reshape(transformed.shape[0], spec.out_channels, *joined)
+    strided: tuple[slice, ...] = (_ALL, _ALL, *(slice(0, f, s) for f, s in zip(blocks.full, spec.stride, strict=True)))
+    result: np.ndarray = assembled[strided]
+    return result
+
+
+METHODS: Final[Mapping[str, Callable[[ConvSpec, np.ndarray, np.ndarray], np.ndarray]]] = {
+    "einsum": _einsum,
+    "shift": _shift,
+    "matmul": _matmul,
+    "fft": _fft,
+}
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -99,7 +194,13 @@ def convolve(spec: ConvSpec, x: np.ndarray, w: np.ndarray, bias: np.ndarray | No
         w = w[0]
     if spec.flip:
         w = np.flip(w, axis=tuple(range(-spec.ndim, 0)))
-    y = METHODS[spec.method](spec, _pad(x, spec), w)
+    engine = METHODS[spec.method]
+    if spec.batch and batch_chunk(spec, spec.method, compute.itemsize) >= spec.batch:
+        y = engine(spec, _pad(x, spec), w)
+    else:
+        y = np.zeros((spec.batch, spec.out_channels, *spec.out_size), np.result_type(x, w))
+        for part in batch_slices(spec, spec.method, compute.itemsize) if spec.batch else ():
+            y[part] = engine(spec, _pad(x[part], spec), w[part] if spec.per_sample_weight else w)
     if spec.channels_last:
         y = np.moveaxis(y, 1, -1)
     if bias is not None:

@@ -1,0 +1,154 @@
+"""Engine geometry shared by every backend, free of any framework.
+
+The engines (``shift``, ``matmul``, ``fft`` and each framework's direct one) are
+written once per backend, but the numbers they work with (which input window a
+kernel offset reads, how overlap-save cuts the input into blocks, how much
+workspace a batch chunk needs) are computed here, once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from multiconv._spec import ConvSpec
+
+#: Engines that are the framework's own convolution (one per backend).
+DIRECT_ENGINES: Final = ("einsum", "grouped", "vmap")
+
+
+@lru_cache(maxsize=512)
+def kernel_taps(spec: ConvSpec) -> tuple[tuple[tuple[int, ...], tuple[slice, ...]], ...]:
+    """Every kernel offset ``(k_1, ..., k_N)`` (C order) with the input window it reads.
+
+    The window is one slice per spatial dim of the padded input: the positions
+    that offset multiplies, for every output position.
+    """
+    return tuple(
+        (
+            offset,
+            tuple(
+                slice(k * d, k * d + (n - 1) * s + 1, s)
+                for k, d, n, s in zip(offset, spec.dilation, spec.out_size, spec.stride, strict=True)
+            ),
+        )
+        for offset in itertools.product(*(range(k) for k in spec.kernel))
+    )
+
+
+@cache
+def next_fast_len(n: int) -> int:
+    """The smallest ``2**a * 3**b * 5**c`` that is at least ``n`` (fast for every FFT library)."""
+    best = 1 << max(n - 1, 0).bit_length()
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            candidate = power35
+            while candidate < n:
+                candidate *= 2
+            best = min(best, candidate)
+            power35 *= 3
+        power5 *= 5
+    return best
+
+
+@dataclass(frozen=True)
+class FFTBlocks:
+    """Overlap-save geometry, per spatial dim.
+
+    The stride-1 correlation of the padded input (``full`` outputs) is computed in
+    ``blocks`` transforms of length ``nfft``, each yielding ``step`` outputs; the
+    input is zero-extended to ``extent`` so every block is complete.  Outputs of a
+    block are the circular convolution's entries ``[effective - 1, nfft)``.
+    """
+
+    nfft: tuple[int, ...]
+    step: tuple[int, ...]
+    blocks: tuple[int, ...]
+    full: tuple[int, ...]
+    extent: tuple[int, ...]
+    effective: tuple[int, ...]
+
+    @property
+    def block_count(self) -> int:
+        """Blocks in all."""
+        return math.prod(self.blocks)
+
+    @property
+    def transform_size(self) -> int:
+        """Points of one N-d transform."""
+        return math.prod(self.nfft)
+
+    @property
+    def half_spectrum(self) -> int:
+        """Complex bins of one real N-d transform (last dim halved)."""
+        return math.prod(self.nfft[:-1]) * (self.nfft[-1] // 2 + 1)
+
+
+def _block_length(padded: int, effective: int) -> int:
+    """The transform length with the least work per output for one dim."""
+    full = padded - effective + 1
+    single = next_fast_len(padded)
+    candidates = {single} | {next_fast_len(factor * effective) for factor in (2, 3, 4, 6, 8, 12, 16)}
+
+    def work(nfft: int) -> float:
+        step = nfft - effective + 1
+        return math.ceil(full / step) * nfft * math.log2(max(nfft, 2))
+
+    return min((n for n in candidates if n >= effective and n <= single), key=work)
+
+
+@lru_cache(maxsize=512)
+def fft_blocks(spec: ConvSpec) -> FFTBlocks:
+    """Overlap-save blocks sized from the kernel: never one full-length transform of every weight."""
+    effective = spec.effective_kernel
+    padded = spec.padded_size
+    nfft = tuple(_block_length(p, e) for p, e in zip(padded, effective, strict=True))
+    step = tuple(n - e + 1 for n, e in zip(nfft, effective, strict=True))
+    full = tuple(p - e + 1 for p, e in zip(padded, effective, strict=True))
+    blocks = tuple(math.ceil(f / s) for f, s in zip(full, step, strict=True))
+    extent = tuple((b - 1) * s + n for b, s, n in zip(blocks, step, nfft, strict=True))
+    return FFTBlocks(nfft, step, blocks, full, extent, effective)
+
+
+def workspace_elements(spec: ConvSpec, method: str, batch: int) -> int:
+    """Scratch elements (of the compute dtype; complex counts double) an engine needs for ``batch`` samples.
+
+    Inputs, the output and the padded copy of one chunk of the input are not counted.
+    """
+    positions = math.prod(spec.out_size)
+    taps = math.prod(spec.kernel)
+    if method == "shift":
+        # one product and one gathered window per kernel offset, reused
+        return batch * (spec.out_channels + spec.in_channels) * positions
+    if method == "fft":
+        blocks = fft_blocks(spec)
+        bins = 2 * blocks.half_spectrum * blocks.block_count
+        per_sample = (spec.in_channels + 2 * spec.out_channels) * bins + spec.out_channels * blocks.transform_size * blocks.block_count
+        weight = 2 * spec.out_channels * spec.group_in_channels * blocks.half_spectrum
+        return batch * (per_sample + (weight if spec.per_sample_weight else 0)) + (0 if spec.per_sample_weight else weight)
+    # matmul and the direct engines: an im2col buffer of every window
+    return batch * spec.in_channels * taps * positions
+
+
+@lru_cache(maxsize=512)
+def batch_chunk(spec: ConvSpec, method: str, itemsize: int) -> int:
+    """The largest batch chunk whose workspace fits ``spec.workspace_limit`` (at least 1)."""
+    if spec.batch == 0:
+        return 1
+    per_sample = max(workspace_elements(spec, method, 1) * itemsize, 1)
+    return max(1, min(spec.batch, spec.workspace_limit // per_sample))
+
+
+def batch_slices(spec: ConvSpec, method: str, itemsize: int) -> Iterator[slice]:
+    """Consecutive batch slices, each within the workspace limit."""
+    chunk = batch_chunk(spec, method, itemsize)
+    for start in range(0, max(spec.batch, 1), chunk):
+        yield slice(start, min(start + chunk, spec.batch))
