@@ -1,14 +1,14 @@
-"""JAX backend: ``jax.vmap`` over ``jax.lax.conv_general_dilated``.
+"""JAX backend: the shared engines of :mod:`multiconv._engines` plus ``vmap``.
 
-Engines take ``x`` in the caller's layout and already mode-padded
-(``spec.zero_padding`` is left for them), ``w`` as a per-sample
-``(B, C_out, C_in // groups, *K)`` or shared ``(C_out, C_in // groups, *K)``
-weight (flipped if asked), and return the result in the caller's layout.
+``vmap`` is ``jax.vmap`` over ``jax.lax.conv_general_dilated``.  The whole
+convolution is one jitted function per spec (a static argument), so an eager call
+costs one dispatch and, inside the caller's ``jit``, it is inlined.
 """
 
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 import jax
@@ -16,14 +16,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from multiconv import _engines
+from multiconv._algorithms import batch_slices
+from multiconv._cost import choose
+from multiconv._engines import index
 from multiconv._spec import HALF_DTYPES, ArrayInfo
+from multiconv.backends import spatial_slices
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Mapping
 
     from multiconv._spec import ConvSpec
 
-_JAX_PAD_MODES: Final = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+_JAX_PAD_MODES: Final = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 _SPATIAL: Final = "DHW"
 
 
@@ -64,53 +69,99 @@ def to_numpy(a: jax.Array, name: str) -> np.ndarray:
     return host.astype(np.float32) if host.dtype.name == "bfloat16" else host
 
 
-def choose_method(spec: ConvSpec) -> str:  # noqa: ARG001
-    """The engine for ``method="auto"``."""
-    return "vmap"
+def choose_method(spec: ConvSpec) -> str:
+    """The engine for ``method="auto"`` (see :mod:`multiconv._cost`)."""
+    return choose("jax", spec, tuple(METHODS))
 
 
-def _dimension_numbers(spec: ConvSpec) -> tuple[str, str, str]:
-    spatial = _SPATIAL[-spec.ndim :]
-    lhs = f"N{spatial}C" if spec.channels_last else f"NC{spatial}"
-    return lhs, f"OI{spatial}", lhs
-
-
-def _conv_kwargs(spec: ConvSpec, compute: Any) -> dict[str, Any]:
-    return {
-        "window_strides": spec.stride,
-        "padding": spec.zero_padding,
-        "rhs_dilation": spec.dilation,
-        "dimension_numbers": _dimension_numbers(spec),
-        "precision": lax.Precision.HIGHEST,
-        "preferred_element_type": compute,
-    }
-
-
-def _vmap(spec: ConvSpec, x: jax.Array, w: jax.Array, compute: Any) -> jax.Array:
+def _vmap(spec: ConvSpec, x: jax.Array, w: jax.Array) -> jax.Array:
     """``jax.vmap`` of the framework convolution over the batch (plain call for a shared weight)."""
-    kwargs = _conv_kwargs(spec, compute)
+    spatial = _SPATIAL[-spec.ndim :]
+    kwargs: dict[str, Any] = {
+        "window_strides": spec.stride,
+        "padding": [(0, 0)] * spec.ndim,
+        "rhs_dilation": spec.dilation,
+        "dimension_numbers": (f"NC{spatial}", f"OI{spatial}", f"NC{spatial}"),
+        "feature_group_count": spec.groups,
+        "precision": lax.Precision.HIGHEST,
+    }
     if not spec.per_sample_weight:
-        return lax.conv_general_dilated(x, w, feature_group_count=spec.groups, **kwargs)
+        return lax.conv_general_dilated(x, w, **kwargs)
 
     def one(xb: jax.Array, wb: jax.Array) -> jax.Array:
-        return lax.conv_general_dilated(xb[None], wb, feature_group_count=spec.groups, **kwargs)[0]
+        return lax.conv_general_dilated(xb[None], wb, **kwargs)[0]
 
-    return jax.vmap(one)(x, w)
-
-
-METHODS: Final[Mapping[str, Callable[[ConvSpec, jax.Array, jax.Array, Any], jax.Array]]] = {"vmap": _vmap}
+    result: jax.Array = jax.vmap(one)(x, w)
+    return result
 
 
-def _mode_pad(x: jax.Array, spec: ConvSpec) -> jax.Array:
-    pairs = spec.mode_padding
-    if not any(lo or hi for lo, hi in pairs):
+class _JaxOps:
+    """:class:`multiconv._engines.Ops` for JAX (windows are gathers: JAX has no strided views)."""
+
+    @staticmethod
+    def windows(x: jax.Array, sizes: tuple[int, ...], steps: tuple[int, ...], dilation: tuple[int, ...]) -> jax.Array:
+        n = len(sizes)
+        first = x.ndim - n
+        for dim, (k, step, d) in enumerate(zip(sizes, steps, dilation, strict=True)):
+            count = (x.shape[first + 2 * dim] - d * (k - 1) - 1) // step + 1
+            positions = np.arange(count)[:, None] * step + np.arange(k)[None, :] * d
+            x = jnp.take(x, positions, axis=first + 2 * dim)  # the dim becomes (count, k)
+        order = (*range(first), *range(first, first + 2 * n, 2), *range(first + 1, first + 2 * n, 2))
+        return jnp.transpose(x, order)
+
+    @staticmethod
+    def transpose(a: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+        return jnp.transpose(a, axes)
+
+    @staticmethod
+    def pad_end(x: jax.Array, extra: tuple[int, ...]) -> jax.Array:
+        return jnp.pad(x, [(0, 0)] * (x.ndim - len(extra)) + [(0, e) for e in extra])
+
+    @staticmethod
+    def dilate(w: jax.Array, dilation: tuple[int, ...], sizes: tuple[int, ...]) -> jax.Array:
+        if all(d == 1 for d in dilation):
+            return w
+        zeros = jnp.zeros((*w.shape[: w.ndim - len(sizes)], *sizes), w.dtype)
+        return zeros.at[index(Ellipsis, *spatial_slices(dilation))].set(w)
+
+    @staticmethod
+    def flip(a: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+        return jnp.flip(a, axis=axes)
+
+    @staticmethod
+    def is_complex(a: jax.Array) -> bool:
+        return bool(jnp.iscomplexobj(a))
+
+    @staticmethod
+    def fft(a: jax.Array, shape: tuple[int, ...], *, real: bool) -> jax.Array:
+        axes = tuple(range(-len(shape), 0))
+        return jnp.fft.rfftn(a, s=shape, axes=axes) if real else jnp.fft.fftn(a, s=shape, axes=axes)
+
+    @staticmethod
+    def ifft(a: jax.Array, shape: tuple[int, ...], *, real: bool) -> jax.Array:
+        axes = tuple(range(-len(shape), 0))
+        return jnp.fft.irfftn(a, s=shape, axes=axes) if real else jnp.fft.ifftn(a, s=shape, axes=axes)
+
+
+OPS: Final = _JaxOps()
+
+METHODS: Final[Mapping[str, Callable[[ConvSpec, jax.Array, jax.Array], jax.Array]]] = {
+    "vmap": _vmap,
+    "shift": partial(_engines.shift, OPS),
+    "matmul": partial(_engines.matmul, OPS),
+    "fft": partial(_engines.fft, OPS),
+}
+
+
+def _pad(x: jax.Array, spec: ConvSpec) -> jax.Array:
+    """All of the padding, in ``padding_mode``, on channels-first ``x``."""
+    if not any(lo or hi for lo, hi in spec.padding):
         return x
-    widths = ((0, 0), *pairs, (0, 0)) if spec.channels_last else ((0, 0), (0, 0), *pairs)
-    return jnp.pad(x, widths, mode=_JAX_PAD_MODES[spec.padding_mode])
+    return jnp.pad(x, ((0, 0), (0, 0), *spec.padding), mode=_JAX_PAD_MODES[spec.padding_mode])
 
 
 def convolve(spec: ConvSpec, x: jax.Array, w: jax.Array, bias: jax.Array | None) -> jax.Array:
-    """The whole convolution on JAX arrays; half precision accumulates in float32.
+    """The whole convolution on JAX arrays; half precision is computed in float32.
 
     Compiled once per spec and input signature (the spec is a static argument), so a
     repeated eager call costs one dispatch; inside the caller's ``jit`` it is inlined.
@@ -121,14 +172,27 @@ def convolve(spec: ConvSpec, x: jax.Array, w: jax.Array, bias: jax.Array | None)
 
 def _convolve(spec: ConvSpec, x: jax.Array, w: jax.Array, bias: jax.Array | None) -> jax.Array:
     out_dtype = x.dtype
-    compute = jnp.float32 if out_dtype.name in HALF_DTYPES else None
+    compute = jnp.float32 if out_dtype.name in HALF_DTYPES else out_dtype
+    x, w = x.astype(compute), w.astype(compute)
+    if spec.channels_last:
+        x = jnp.moveaxis(x, -1, 1)
     if spec.weight_kind == "broadcast":
         w = w[0]
     if spec.flip:
         w = jnp.flip(w, axis=tuple(range(-spec.ndim, 0)))
-    y = jnp.zeros(spec.out_shape, compute or out_dtype) if spec.batch == 0 else METHODS[spec.method](spec, _mode_pad(x, spec), w, compute)
+    engine = METHODS[spec.method]
+    if spec.batch == 0:
+        y = jnp.zeros((0, spec.out_channels, *spec.out_size), compute)
+    else:
+        parts = [
+            engine(spec, _pad(x[part], spec), w[part] if spec.per_sample_weight else w)
+            for part in batch_slices(spec, spec.method, np.dtype(compute).itemsize)
+        ]
+        y = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+    if spec.channels_last:
+        y = jnp.moveaxis(y, 1, -1)
     if bias is not None:
-        y = y + bias.astype(y.dtype).reshape(spec.bias_shape)
+        y = y + bias.astype(compute).reshape(spec.bias_shape)
     return y.astype(out_dtype)
 
 

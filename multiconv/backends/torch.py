@@ -1,20 +1,24 @@
-"""PyTorch backend: the batch folded into channels of one grouped convolution.
+"""PyTorch backend: the shared engines of :mod:`multiconv._engines` plus ``grouped``.
 
-Engines take ``x`` channels-first and already mode-padded (``spec.zero_padding`` is
-left for them), ``w`` as a per-sample ``(B, C_out, C_in // groups, *K)`` or shared
-``(C_out, C_in // groups, *K)`` weight (flipped if asked), and return
-``(B, C_out, *S_out)``.
+``grouped`` folds the batch into the channels of one convolution with
+``groups = B * groups``.  Engines receive ``x`` channels-first and mode-padded;
+``spec.zero_padding`` is left to them (``grouped`` gives it to the convolution).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from multiconv import _engines
+from multiconv._algorithms import batch_slices
+from multiconv._cost import choose
+from multiconv._engines import index
 from multiconv._spec import ArrayInfo
+from multiconv.backends import spatial_slices
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Mapping
@@ -62,9 +66,9 @@ def to_numpy(a: torch.Tensor, name: str) -> np.ndarray:
     return a.cpu().numpy()
 
 
-def choose_method(spec: ConvSpec) -> str:  # noqa: ARG001
-    """The engine for ``method="auto"``."""
-    return "grouped"
+def choose_method(spec: ConvSpec) -> str:
+    """The engine for ``method="auto"`` (see :mod:`multiconv._cost`)."""
+    return choose("torch", spec, tuple(METHODS))
 
 
 def _pad(x: torch.Tensor, pairs: tuple[tuple[int, int], ...], mode: str) -> torch.Tensor:
@@ -100,7 +104,76 @@ def _grouped(spec: ConvSpec, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return folded.reshape(batch, spec.out_channels, *folded.shape[2:])
 
 
-METHODS: Final[Mapping[str, Callable[[ConvSpec, torch.Tensor, torch.Tensor], torch.Tensor]]] = {"grouped": _grouped}
+class _TorchOps:
+    """:class:`multiconv._engines.Ops` for PyTorch."""
+
+    @staticmethod
+    def windows(x: torch.Tensor, sizes: tuple[int, ...], steps: tuple[int, ...], dilation: tuple[int, ...]) -> torch.Tensor:
+        n = len(sizes)
+        first = x.ndim - n
+        for dim, (k, step, d) in enumerate(zip(sizes, steps, dilation, strict=True)):
+            x = x.unfold(first + dim, d * (k - 1) + 1, step)  # appends the window dim
+        if any(d > 1 for d in dilation):
+            x = x[index(Ellipsis, *spatial_slices(dilation))]
+        return x
+
+    @staticmethod
+    def transpose(a: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+        return a.permute(axes)
+
+    @staticmethod
+    def pad_end(x: torch.Tensor, extra: tuple[int, ...]) -> torch.Tensor:
+        return F.pad(x, [side for e in reversed(extra) for side in (0, e)])
+
+    @staticmethod
+    def dilate(w: torch.Tensor, dilation: tuple[int, ...], sizes: tuple[int, ...]) -> torch.Tensor:
+        if all(d == 1 for d in dilation):
+            return w
+        dilated = w.new_zeros((*w.shape[: w.ndim - len(sizes)], *sizes))
+        dilated[index(Ellipsis, *spatial_slices(dilation))] = w
+        return dilated
+
+    @staticmethod
+    def flip(a: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+        return a.flip(axes)
+
+    @staticmethod
+    def is_complex(a: torch.Tensor) -> bool:
+        return a.is_complex()
+
+    @staticmethod
+    def fft(a: torch.Tensor, shape: tuple[int, ...], *, real: bool) -> torch.Tensor:
+        dims = tuple(range(-len(shape), 0))
+        result: torch.Tensor = torch.fft.rfftn(a, s=shape, dim=dims) if real else torch.fft.fftn(a, s=shape, dim=dims)
+        return result
+
+    @staticmethod
+    def ifft(a: torch.Tensor, shape: tuple[int, ...], *, real: bool) -> torch.Tensor:
+        dims = tuple(range(-len(shape), 0))
+        result: torch.Tensor = torch.fft.irfftn(a, s=shape, dim=dims) if real else torch.fft.ifftn(a, s=shape, dim=dims)
+        return result
+
+
+OPS: Final = _TorchOps()
+
+
+def _shared(
+    engine: Callable[[Any, ConvSpec, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> Callable[[ConvSpec, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A shared engine on the zero-padded input (only ``grouped`` pads inside the convolution)."""
+
+    def run(spec: ConvSpec, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return engine(OPS, spec, _pad(x, spec.zero_padding, "zeros"), w)
+
+    return run
+
+
+METHODS: Final[Mapping[str, Callable[[ConvSpec, torch.Tensor, torch.Tensor], torch.Tensor]]] = {
+    "grouped": _grouped,
+    "shift": _shared(_engines.shift),
+    "matmul": _shared(_engines.matmul),
+    "fft": _shared(_engines.fft),
+}
 
 
 def _empty_result(spec: ConvSpec, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -112,8 +185,10 @@ def _empty_result(spec: ConvSpec, x: torch.Tensor, w: torch.Tensor) -> torch.Ten
 def convolve(spec: ConvSpec, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """The whole convolution on tensors; the result has ``x``'s dtype and device."""
     out_dtype = x.dtype
-    # CPU kernels would accumulate half precision in half: compute in float32 instead.
-    compute = torch.float32 if out_dtype in _HALF and x.device.type == "cpu" else out_dtype
+    # CPU kernels would accumulate half precision in half, and cuFFT takes half only at
+    # power-of-two sizes: compute in float32 there instead.
+    widen = out_dtype in _HALF and (x.device.type == "cpu" or spec.method == "fft")
+    compute = torch.float32 if widen else out_dtype
     x, w = x.to(compute), w.to(compute)
     if spec.channels_last:
         x = x.movedim(-1, 1)
@@ -121,8 +196,15 @@ def convolve(spec: ConvSpec, x: torch.Tensor, w: torch.Tensor, bias: torch.Tenso
         w = w[0]
     if spec.flip:
         w = w.flip(tuple(range(-spec.ndim, 0)))
-    x = _pad(x, spec.mode_padding, spec.padding_mode)
-    y = _empty_result(spec, x, w) if spec.batch == 0 else METHODS[spec.method](spec, x, w)
+    engine = METHODS[spec.method]
+    if spec.batch == 0:
+        y = _empty_result(spec, x, w)
+    else:
+        parts = [
+            engine(spec, _pad(x[part], spec.mode_padding, spec.padding_mode), w[part] if spec.per_sample_weight else w)
+            for part in batch_slices(spec, spec.method, x.element_size())
+        ]
+        y = parts[0] if len(parts) == 1 else torch.cat(parts)
     if spec.channels_last:
         y = y.movedim(1, -1)
     if bias is not None:

@@ -1,0 +1,140 @@
+"""The engines every backend shares, written once against a small set of array operations.
+
+Each engine takes a :class:`~multiconv._spec.ConvSpec`, the input ``x`` already
+padded and channels-first ``(B, C_in, *S_padded)``, and the weight ``w`` as a
+per-sample ``(B, C_out, C_in // groups, *K)`` or shared ``(C_out, C_in // groups, *K)``
+array (flipped if asked), and returns ``(B, C_out, *S_out)``.  The few operations
+whose spelling differs between NumPy, PyTorch and JAX come from an :class:`Ops`
+object each backend defines; everything else (slicing, reshaping, ``@``, ``*``,
+``+``) is common to the three.
+
+* ``shift``: one batched matmul per kernel offset, accumulated; no im2col buffer.
+  Depthwise convolutions (one input channel per group) become a shifted
+  multiply-add.
+* ``matmul``: every window copied into an im2col buffer, then one batched matmul.
+* ``fft``: overlap-save; blocks sized from the kernel (see
+  :func:`multiconv._algorithms.fft_blocks`), the channel sum done per frequency.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Protocol
+
+from multiconv._algorithms import fft_blocks, kernel_taps
+
+if TYPE_CHECKING:
+    from multiconv._algorithms import FFTBlocks
+    from multiconv._spec import ConvSpec
+
+_ALL = slice(None)
+
+
+class Ops(Protocol):
+    """Array operations whose spelling differs between frameworks."""
+
+    def windows(self, x: Any, sizes: tuple[int, ...], steps: tuple[int, ...], dilation: tuple[int, ...]) -> Any:
+        """``(B, C, *n, *sizes)``: windows of the spatial dims, ``steps`` apart, taps ``dilation`` apart.
+
+        ``n`` is ``(S - dilation * (sizes - 1) - 1) // steps + 1`` per dim.
+        """
+
+    def transpose(self, a: Any, axes: tuple[int, ...]) -> Any:
+        """``a`` with its axes permuted."""
+
+    def pad_end(self, x: Any, extra: tuple[int, ...]) -> Any:
+        """``x`` zero-extended at the high end of its last ``len(extra)`` dims."""
+
+    def dilate(self, w: Any, dilation: tuple[int, ...], sizes: tuple[int, ...]) -> Any:
+        """The kernel with ``dilation - 1`` zeros between taps, last dims of extent ``sizes``."""
+
+    def flip(self, a: Any, axes: tuple[int, ...]) -> Any:
+        """``a`` reversed along ``axes``."""
+
+    def is_complex(self, a: Any) -> bool:
+        """Whether ``a`` holds complex numbers."""
+
+    def fft(self, a: Any, shape: tuple[int, ...], *, real: bool) -> Any:
+        """N-d forward transform of the last ``len(shape)`` dims, zero-padded to ``shape``."""
+
+    def ifft(self, a: Any, shape: tuple[int, ...], *, real: bool) -> Any:
+        """Inverse of :meth:`fft`; ``shape`` is the signal's shape."""
+
+
+def index(*parts: Any) -> tuple[Any, ...]:
+    """An index tuple, spelled as a call (``a[i, *rest]`` needs Python 3.11)."""
+    return parts
+
+
+def group_weight(spec: ConvSpec, w: Any) -> Any:
+    """``w`` as ``([B,] groups, C_out // groups, C_in // groups, *K)``."""
+    lead = tuple(w.shape[: w.ndim - spec.ndim - 2])
+    return w.reshape(*lead, spec.groups, spec.group_out_channels, spec.group_in_channels, *spec.kernel)
+
+
+def shift(ops: Ops, spec: ConvSpec, x: Any, w: Any) -> Any:  # noqa: ARG001
+    """One batched matmul per kernel offset, accumulated; a multiply-add when depthwise."""
+    batch, positions = x.shape[0], math.prod(spec.out_size)
+    xg = x.reshape(batch, spec.groups, spec.group_in_channels, *x.shape[2:])
+    wg = group_weight(spec, w)
+    depthwise = spec.group_in_channels == 1
+    y = None
+    for offset, window in kernel_taps(spec):
+        taps = xg[index(_ALL, _ALL, _ALL, *window)].reshape(batch, spec.groups, spec.group_in_channels, positions)
+        weight = wg[index(Ellipsis, *offset)]  # ([B,] groups, C_out // groups, C_in // groups)
+        term = weight * taps if depthwise else weight @ taps
+        y = term if y is None else y + term
+    assert y is not None  # noqa: S101 (a kernel has at least one tap)
+    return y.reshape(batch, spec.out_channels, *spec.out_size)
+
+
+def matmul(ops: Ops, spec: ConvSpec, x: Any, w: Any) -> Any:
+    """Copy every window into an im2col buffer, then one batched matmul."""
+    batch, positions, taps, n = x.shape[0], math.prod(spec.out_size), math.prod(spec.kernel), spec.ndim
+    windows = ops.windows(x, spec.kernel, spec.stride, spec.dilation)  # (B, C, *S_out, *K)
+    windows = windows.reshape(batch, spec.groups, spec.group_in_channels, *spec.out_size, *spec.kernel)
+    order = (0, 1, 2, *range(3 + n, 3 + 2 * n), *range(3, 3 + n))
+    columns = ops.transpose(windows, order).reshape(batch, spec.groups, spec.group_in_channels * taps, positions)
+    weight = group_weight(spec, w)
+    weight = weight.reshape(*weight.shape[: -1 - n], spec.group_in_channels * taps)
+    return (weight @ columns).reshape(batch, spec.out_channels, *spec.out_size)
+
+
+def fft(ops: Ops, spec: ConvSpec, x: Any, w: Any) -> Any:
+    """Overlap-save: input blocks and the dilated kernel transformed, multiplied, summed over channels."""
+    blocks = fft_blocks(spec)
+    batch, n = x.shape[0], spec.ndim
+    real = not (ops.is_complex(x) or ops.is_complex(w))
+
+    extra = tuple(e - s for e, s in zip(blocks.extent, x.shape[2:], strict=True))
+    if any(extra):
+        x = ops.pad_end(x, extra)
+    pieces = ops.windows(x, blocks.nfft, blocks.step, (1,) * n)  # (B, C, *blocks, *nfft)
+    spectrum = ops.fft(pieces, blocks.nfft, real=real)
+    bins = tuple(spectrum.shape[-n:])
+    xs = spectrum.reshape(batch, spec.groups, spec.group_in_channels, blocks.block_count, math.prod(bins))
+
+    wg = group_weight(spec, w)
+    kernel = ops.fft(ops.flip(ops.dilate(wg, spec.dilation, blocks.effective), tuple(range(-n, 0))), blocks.nfft, real=real)
+    ws = kernel.reshape(*kernel.shape[:-n], math.prod(bins))  # ([B,] G, Og, Cg, F)
+
+    if spec.group_in_channels == 1:
+        ys = ws[index(Ellipsis, 0, None, _ALL)] * xs[:, :, 0, None]  # (B, G, Og, blocks, F)
+    else:
+        lead = ws.ndim - 3
+        w_f = ops.transpose(ws, (*range(lead), lead + 2, lead, lead + 1))  # ([B,] G, F, Og, Cg)
+        x_f = ops.transpose(xs, (0, 1, 4, 2, 3))  # (B, G, F, Cg, blocks)
+        ys = ops.transpose(w_f @ x_f, (0, 1, 3, 4, 2))  # (B, G, Og, blocks, F)
+    ys = ys.reshape(batch, spec.out_channels, *blocks.blocks, *bins)
+    return _assemble(ops, spec, blocks, ops.ifft(ys, blocks.nfft, real=real))
+
+
+def _assemble(ops: Ops, spec: ConvSpec, blocks: FFTBlocks, transformed: Any) -> Any:
+    """Cut the valid part of every block, lay the blocks end to end, apply the stride."""
+    n = spec.ndim
+    valid = tuple(slice(e - 1, e - 1 + st) for e, st in zip(blocks.effective, blocks.step, strict=True))
+    kept = transformed[index(*(_ALL,) * (transformed.ndim - n), *valid)]
+    interleave = (0, 1, *(i for d in range(n) for i in (2 + d, 2 + n + d)))
+    joined = tuple(b * st for b, st in zip(blocks.blocks, blocks.step, strict=True))
+    assembled = ops.transpose(kept, interleave).reshape(transformed.shape[0], spec.out_channels, *joined)
+    return assembled[index(_ALL, _ALL, *(slice(0, f, s) for f, s in zip(blocks.full, spec.stride, strict=True)))]
