@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import multiconv
+from multiconv import _bench
 from multiconv._api import plan
 from multiconv._dispatch import BACKENDS, installed, load
 from multiconv.testing import reference_conv
@@ -427,6 +428,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS, metavar="N", help="timed repeats (default: %(default)s)")
     demo.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the table as JSON to PATH")
     commands.add_parser("info", help="versions, devices and methods of each backend", description="Show versions, devices and methods.")
+    bench = commands.add_parser(
+        "bench",
+        help="benchmark auto, every engine and hand-written baselines on every backend",
+        description="Time multiconv (auto and every engine) against the code users write by hand, each backend in its own process; "
+        "print tables, write JSON and a PNG plot.",
+    )
+    _bench.add_arguments(bench)
     return parser
 
 
@@ -458,5 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         return _demo(args.repeats, args.json)
     if args.command == "info":
         return _info()
+    if args.command == "bench":
+        return _bench.command(args)
     parser.print_help(sys.stderr)
     return 2

@@ -1,0 +1,196 @@
+"""The benchmark harness: quick runs in-process per backend, and ``multiconv bench`` end to end for NumPy."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from support import BACKENDS
+
+from multiconv import _bench
+from multiconv._dispatch import load
+from multiconv.cli import main
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# One 2-D case with padding "same" and one grouped (depthwise) case: the baselines' hardest paths.
+SHAPES = ["conv2d", "depthwise"]
+BASELINES = {
+    "numpy": ["loop", "einsum-windows", "im2col-matmul"],
+    "torch": ["loop", "groups=B", "torch.func.vmap", "unfold+bmm", "einsum-windows"],
+    "jax": ["loop", "groups=B", "jax.vmap", "im2col-matmul", "einsum-windows"],
+}
+ROW_KEYS = {
+    "shape",
+    "candidate",
+    "kind",
+    "auto_method",
+    "picked_by_auto",
+    "status",
+    "note",
+    "seconds",
+    "seconds_min",
+    "seconds_rounds",
+    "calls_per_round",
+    "first_call_seconds",
+    "gflops",
+    "pct_gemm",
+    "peak_memory_bytes",
+    "memory_method",
+    "rel_error",
+}
+
+
+@pytest.fixture(scope="module")
+def quick_results() -> dict[str, dict[str, Any]]:
+    """Each test backend run once, quick, one round, on :data:`SHAPES`."""
+    settings = _bench.Settings.make(quick=True, rounds=1)
+    return {name: _bench.run_backend(name, SHAPES, settings) for name in BACKENDS}
+
+
+def _check_backend(name: str, result: dict[str, Any]) -> None:
+    # The result is plain JSON.
+    assert json.loads(json.dumps(result)) == result
+    assert result["backend"] == name
+    assert {"machine", "settings", "gemm", "shapes", "rows", "summary", "all_correct", "wall_seconds"} <= set(result)
+    machine = result["machine"]
+    assert machine["framework"] == name
+    assert {"platform", "cpu", "cpu_count", "python", "threadpools", "env"} <= set(machine)
+    assert set(machine["env"]) >= {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"}
+    assert result["gemm"]["dtype"] == "float32"
+    assert result["gemm"]["gflops"] > 0
+
+    engines = [str(m) for m in load(name).METHODS]
+    expected = ["auto", *(f"method={m}" if m in BASELINES[name] else m for m in engines), *BASELINES[name]]
+    assert [s["name"] for s in result["shapes"]] == SHAPES
+    for shape in result["shapes"]:
+        rows = [r for r in result["rows"] if r["shape"] == shape["name"]]
+        assert [r["candidate"] for r in rows] == expected
+        assert shape["auto_method"] in engines
+        assert shape["macs"] > 0
+        assert shape["gemm_gflops"] > 0
+        for row in rows:
+            assert set(row) == ROW_KEYS
+            # Every candidate passed its check against the float64 reference, and was timed.
+            assert row["status"] == "ok", row
+            assert row["rel_error"] <= shape["tolerance"]
+            assert len(row["seconds_rounds"]) == 1
+            assert row["seconds"] > 0
+            assert row["gflops"] > 0
+            assert row["pct_gemm"] > 0
+            assert row["calls_per_round"] >= 1
+            assert row["picked_by_auto"] == (row["kind"] == "engine" and row["candidate"].removeprefix("method=") == shape["auto_method"])
+        assert sum(r["picked_by_auto"] for r in rows) == 1
+    assert result["all_correct"] is True
+
+    for summary in result["summary"]:
+        by_name = {r["candidate"]: r for r in result["rows"] if r["shape"] == summary["shape"]}
+        assert summary["best_baseline"] in BASELINES[name]
+        assert by_name[summary["best_engine"]]["kind"] == "engine"
+        assert summary["auto_seconds"] == by_name["auto"]["seconds"]
+        baseline_times = [by_name[b]["seconds"] for b in BASELINES[name]]
+        assert summary["best_baseline_seconds"] == min(baseline_times)
+        assert math.isclose(summary["auto_over_best_baseline"], summary["auto_seconds"] / summary["best_baseline_seconds"])
+        assert math.isclose(summary["auto_over_best_engine"], summary["auto_seconds"] / summary["best_engine_seconds"])
+
+
+def test_quick_run_checks_and_times_every_candidate(quick_results: dict[str, dict[str, Any]]) -> None:
+    for name, result in quick_results.items():
+        _check_backend(name, result)
+
+
+def test_peak_memory_is_reported(quick_results: dict[str, dict[str, Any]]) -> None:
+    # NumPy (tracemalloc), torch on CPU (profiler allocations) and JAX (XLA's memory analysis) all report one.
+    for result in quick_results.values():
+        for row in result["rows"]:
+            assert row["peak_memory_bytes"] is not None, row
+            assert row["peak_memory_bytes"] >= 0
+
+
+def test_tables_mark_auto_pick_and_best_baseline(quick_results: dict[str, dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
+    _bench.print_tables(quick_results)
+    out = capsys.readouterr().out
+    assert "<- auto's pick" in out
+    assert "* best baseline" in out
+    assert "summary (ratio < 1: auto is faster)" in out
+    for name in quick_results:
+        assert "GEMM" in out
+        assert any(line.startswith(f"{name} ") for line in out.splitlines())
+
+
+def test_wrong_and_failing_candidates_are_caught() -> None:
+    case = _bench.QUICK_SHAPES["readme"]
+    geo = _bench.Geometry.of(case)
+    good = _bench.Candidate("good", "baseline", lambda x, w: _bench._np_loop(x, w, geo))
+    wrong = _bench.Candidate("wrong", "baseline", lambda x, w: 2 * _bench._np_loop(x, w, geo))
+
+    def fails(x: Any, w: Any) -> Any:
+        raise RuntimeError("boom")
+
+    failing = _bench.Candidate("failing", "baseline", fails)
+    absent = _bench.Candidate("absent", "baseline", None, "cannot express this case")
+    framework = _bench._numpy_framework()
+    settings = _bench.Settings.make(quick=True, rounds=1)
+    info, rows = _bench._measure_case(
+        framework, case, index=0, candidates=[good, wrong, failing, absent], settings=settings, tick=lambda _: None
+    )
+    status = {r["candidate"]: (r["status"], r["seconds"]) for r in rows}
+    assert status["good"][0] == "ok"
+    assert status["good"][1] is not None
+    assert status["wrong"] == ("wrong", None)
+    assert status["failing"] == ("error", None)
+    assert status["absent"] == ("n/a", None)
+    assert "boom" in next(r["note"] for r in rows if r["candidate"] == "failing")
+    assert info["gemm_gflops"] > 0
+
+
+def test_progress_bar_lines() -> None:
+    stream = io.StringIO()
+    bar = _bench.ProgressBar(stream)
+    for done in range(41):
+        bar.update(done, 40, f"torch dense64 step{done}")
+    lines = stream.getvalue().splitlines()
+    assert "[######..............] 12/40 torch dense64 step12" in lines
+    assert lines[-1] == "[####################] 40/40 torch dense64 step40"
+    assert len(lines) == 11  # not a tty: one line per tenth
+
+
+def test_cli_bench_numpy_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # main() runs the NumPy benchmark in its own subprocess, as the full run does.
+    json_path, plot_path = tmp_path / "results.json", tmp_path / "results.png"
+    argv = ["bench", "--quick", "--backends", "numpy", "--shapes", "readme,depthwise", "--rounds", "1", "--json", str(json_path)]
+    assert main([*argv, "--plot", str(plot_path)]) == 0
+    captured = capsys.readouterr()
+    assert "summary (ratio < 1: auto is faster)" in captured.out
+    assert "1/" in captured.err  # the progress bar
+    report = json.loads(json_path.read_text(encoding="utf-8"))
+    assert list(report["backends"]) == ["numpy"]
+    assert report["all_correct"] is True
+    assert report["failures"] == {}
+    assert [s["shape"] for s in report["summary"]] == ["readme", "depthwise"]
+    for summary in report["summary"]:
+        assert summary["backend"] == "numpy"
+        assert summary["auto_over_best_baseline"] > 0
+        assert summary["auto_over_best_engine"] > 0
+    if "no plot: matplotlib is not installed" in captured.out:
+        assert not plot_path.exists()
+    else:
+        assert plot_path.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "--backends", "tensorflow"],
+        ["bench", "--shapes", "huge"],
+        ["bench", "--rounds", "0"],
+        ["bench", "--time-cap", "-1"],
+    ],
+)
+def test_bench_usage_errors_return_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "bench" in capsys.readouterr().err
