@@ -51,6 +51,9 @@ class Ops(Protocol):
     def flip(self, a: Any, axes: tuple[int, ...]) -> Any:
         """``a`` reversed along ``axes``."""
 
+    def matmul(self, a: Any, b: Any) -> Any:
+        """``a @ b`` (batched; each framework's fastest spelling)."""
+
     def is_complex(self, a: Any) -> bool:
         """Whether ``a`` holds complex numbers."""
 
@@ -72,17 +75,35 @@ def group_weight(spec: ConvSpec, w: Any) -> Any:
     return w.reshape(*lead, spec.groups, spec.group_out_channels, spec.group_in_channels, *spec.kernel)
 
 
-def shift(ops: Ops, spec: ConvSpec, x: Any, w: Any) -> Any:  # noqa: ARG001
-    """One batched matmul per kernel offset, accumulated; a multiply-add when depthwise."""
+def shift(ops: Ops, spec: ConvSpec, x: Any, w: Any) -> Any:
+    """One batched matmul per kernel offset, accumulated; a multiply-add when depthwise.
+
+    Per-sample weights fold batch and groups into one matmul batch dim (``B * groups``);
+    a shared weight broadcasts over the batch.
+    """
     batch, positions = x.shape[0], math.prod(spec.out_size)
-    xg = x.reshape(batch, spec.groups, spec.group_in_channels, *x.shape[2:])
-    wg = group_weight(spec, w)
-    depthwise = spec.group_in_channels == 1
+    cg, og = spec.group_in_channels, spec.group_out_channels
+    taps_count = math.prod(spec.kernel)
+    if spec.per_sample_weight:
+        xg = x.reshape(batch * spec.groups, cg, *x.shape[2:])
+        weights = w.reshape(batch * spec.groups, og, cg, taps_count)
+        lead: tuple[slice, ...] = (_ALL, _ALL)
+        taps_shape: tuple[int, ...] = (batch * spec.groups, cg, positions)
+    else:
+        xg = x.reshape(batch, spec.groups, cg, *x.shape[2:])
+        weights = w.reshape(spec.groups, og, cg, taps_count)
+        lead = (_ALL, _ALL, _ALL)
+        taps_shape = (batch, spec.groups, cg, positions)
+    depthwise = cg == 1
+    whole = tuple(slice(0, size, 1) for size in x.shape[2:])  # a window that is the whole input needs no slicing
     y = None
-    for offset, window in kernel_taps(spec):
-        taps = xg[index(_ALL, _ALL, _ALL, *window)].reshape(batch, spec.groups, spec.group_in_channels, positions)
-        weight = wg[index(Ellipsis, *offset)]  # ([B,] groups, C_out // groups, C_in // groups)
-        term = weight * taps if depthwise else weight @ taps
+    for number, (_, window) in enumerate(kernel_taps(spec)):
+        taps = xg if window == whole else xg[index(*lead, *window)]
+        if spec.ndim > 1 or not spec.per_sample_weight:
+            taps = taps.reshape(taps_shape)
+        # ([B *] groups, C_out // groups, C_in // groups) for this kernel offset
+        weight = weights.reshape(weights.shape[:-1]) if taps_count == 1 else weights[..., number]
+        term = weight * taps if depthwise else ops.matmul(weight, taps)
         y = term if y is None else y + term
     assert y is not None  # noqa: S101 (a kernel has at least one tap)
     return y.reshape(batch, spec.out_channels, *spec.out_size)
@@ -97,7 +118,7 @@ def matmul(ops: Ops, spec: ConvSpec, x: Any, w: Any) -> Any:
     columns = ops.transpose(windows, order).reshape(batch, spec.groups, spec.group_in_channels * taps, positions)
     weight = group_weight(spec, w)
     weight = weight.reshape(*weight.shape[: -1 - n], spec.group_in_channels * taps)
-    return (weight @ columns).reshape(batch, spec.out_channels, *spec.out_size)
+    return ops.matmul(weight, columns).reshape(batch, spec.out_channels, *spec.out_size)
 
 
 def fft(ops: Ops, spec: ConvSpec, x: Any, w: Any) -> Any:
@@ -124,7 +145,7 @@ def fft(ops: Ops, spec: ConvSpec, x: Any, w: Any) -> Any:
         lead = ws.ndim - 3
         w_f = ops.transpose(ws, (*range(lead), lead + 2, lead, lead + 1))  # ([B,] G, F, Og, Cg)
         x_f = ops.transpose(xs, (0, 1, 4, 2, 3))  # (B, G, F, Cg, blocks)
-        ys = ops.transpose(w_f @ x_f, (0, 1, 3, 4, 2))  # (B, G, Og, blocks, F)
+        ys = ops.transpose(ops.matmul(w_f, x_f), (0, 1, 3, 4, 2))  # (B, G, Og, blocks, F)
     ys = ys.reshape(batch, spec.out_channels, *blocks.blocks, *bins)
     return _assemble(ops, spec, blocks, ops.ifft(ys, blocks.nfft, real=real))
 

@@ -85,6 +85,7 @@ class ConvSpec:
     method: str
     out_size: tuple[int, ...]
     workspace_limit: int = DEFAULT_WORKSPACE_LIMIT
+    device: str | None = None  # x's device where its framework reports one
 
     def __hash__(self) -> int:
         """Hash once: specs key the engines' caches on every call."""
@@ -198,7 +199,12 @@ def _positive_tuple(name: str, value: object, ndim: int) -> tuple[int, ...]:
         items = value
     else:
         items = [value] * ndim
-    ints = tuple(_as_int(name, v, allowed) for v in items)
+    try:
+        ints = tuple(_as_int(name, v, allowed) for v in items)
+    except TypeError as error:
+        if not isinstance(value, (tuple, list)):
+            raise
+        raise TypeError(f"{name}={_describe(value)} must be {allowed}") from error.__cause__
     if any(v < 1 for v in ints):
         raise ValueError(f"{name}={value!r} must be {allowed}; got a value < 1")
     return ints
@@ -263,7 +269,7 @@ def _string_padding(
             out = -(-size // s)
             total = max((out - 1) * s + e - size, 0)
             pairs.append((total // 2, total - total // 2))
-        return tuple(pairs)
+        return tuple((lo, hi) for lo, hi in pairs)
     choices = ", ".join(repr(c) for c in PADDING_STRINGS)
     raise ValueError(f"padding={padding!r} is not supported; expected an int, a tuple, or one of {choices}")
 
@@ -288,21 +294,24 @@ def _resolve_padding(
             if ndim == 1 and len(padding) == _PAIR:
                 hint = f"; for asymmetric padding of a 1-D input write (({padding[0]!r}, {padding[1]!r}),)"
             raise ValueError(f"padding={padding!r} has {len(padding)} entries but x has {ndim} spatial dim(s); expected {allowed}{hint}")
-        pairs = []
-        for entry in padding:
-            if isinstance(entry, (tuple, list)):
-                if len(entry) != _PAIR:
-                    raise ValueError(f"padding={padding!r} has the entry {entry!r}; a per-dim entry must be an int or a (lo, hi) pair")
-                lo, hi = (_as_int("padding", v, allowed) for v in entry)
-            else:
-                lo = hi = _as_int("padding", entry, allowed)
-            pairs.append((lo, hi))
+        bad = next((entry for entry in padding if isinstance(entry, (tuple, list)) and len(entry) != _PAIR), None)
+        if bad is not None:
+            raise ValueError(f"padding={padding!r} has the entry {bad!r}; a per-dim entry must be an int or a (lo, hi) pair")
+        try:
+            pairs = [
+                tuple(_as_int("padding", v, allowed) for v in entry)
+                if isinstance(entry, (tuple, list))
+                else (_as_int("padding", entry, allowed),) * 2
+                for entry in padding
+            ]
+        except TypeError:
+            raise TypeError(f"padding={_describe(padding)} must be {allowed}") from None
     else:
         pad = _as_int("padding", padding, allowed)
         pairs = [(pad, pad)] * ndim
     if any(lo < 0 or hi < 0 for lo, hi in pairs):
         raise ValueError(f"padding={padding!r} must be {allowed}; got a negative value")
-    return tuple(pairs)
+    return tuple((lo, hi) for lo, hi in pairs)
 
 
 def _check_mode_padding(mode: str, padding: tuple[tuple[int, int], ...], in_size: tuple[int, ...], x: ArrayInfo) -> None:
@@ -473,4 +482,5 @@ def make_spec(  # noqa: C901
         method=method,
         out_size=tuple(out_size),
         workspace_limit=limit,
+        device=x.device,
     )

@@ -448,9 +448,9 @@ def error_bound(
 
     An FFT spreads every rounding error over its whole transform, so its error is
     bounded normwise, not elementwise: with ``method="fft"`` the bound of output
-    channel ``(b, o)`` gains ``c * eps * log2(2 * S) * max_t ||x window at t|| *
-    ||w[b, o]||`` (``S`` the padded spatial size, norms Euclidean over the
-    receptive field and over the filter).
+    channel ``(b, o)`` gains ``c * eps * log2(2 * S * prod(K)) * ||xpad[b, g]|| *
+    ||w[b, o]||`` (``S`` the number of input positions, ``xpad[b, g]`` the padded
+    input channels of ``o``'s group; Euclidean norms).
 
     Parameters
     ----------
@@ -505,18 +505,24 @@ def error_bound(
 
 
 def _fft_normwise(x: npt.NDArray[Any], w: npt.NDArray[Any], conv_kwargs: dict[str, Any]) -> npt.NDArray[np.float64]:
-    """``log2(2 S) * max_t ||receptive field of (b, o, t)|| * ||w[b, o]||``, broadcast over ``t``."""
+    """``log2(2 S) * ||padded x[b, group of o]|| * ||w[b, o]||``, broadcast over the output positions."""
     n = x.ndim - 2
     channels_last = conv_kwargs.get("layout", "channels_first") == "channels_last"
-    energy = reference_conv(np.abs(x) ** 2, np.ones(np.shape(w)), **conv_kwargs)  # sum of |x|^2 over each receptive field
-    spatial_axes = tuple(range(1, 1 + n)) if channels_last else tuple(range(2, 2 + n))
-    field = np.sqrt(np.max(energy, axis=spatial_axes, keepdims=True))
-    filter_norm = np.sqrt(np.sum(np.abs(w) ** 2, axis=tuple(range(-n - 1, 0))))  # ([B,] C_out)
-    if filter_norm.ndim == 1:
-        filter_norm = filter_norm[None]
-    shape = (filter_norm.shape[0], *(1,) * n, filter_norm.shape[1]) if channels_last else (*filter_norm.shape, *(1,) * n)
-    points = math.prod(x.shape[1:-1] if channels_last else x.shape[2:]) * math.prod(np.shape(w)[-n:])
-    return np.asarray(math.log2(2 * points) * field * filter_norm.reshape(shape), dtype=np.float64)
+    xa = np.moveaxis(x, -1, 1) if channels_last else x
+    batch, _, *spatial = xa.shape
+    wa = _weights_per_sample(w, n, batch)
+    c_out, groups = wa.shape[1], conv_kwargs.get("groups", 1)
+    strides = _int_tuple(conv_kwargs.get("stride", 1), n, "stride")
+    dilations = _int_tuple(conv_kwargs.get("dilation", 1), n, "dilation")
+    pads = _resolve_padding(conv_kwargs.get("padding", 0), spatial, wa.shape[3:], strides, dilations)
+    mode = _PADDING_MODES[conv_kwargs.get("padding_mode", "zeros")]
+    energy = np.pad(np.abs(xa) ** 2, [(0, 0), (0, 0), *pads], mode=mode).reshape(batch, groups, -1).sum(axis=2)  # (B, groups)
+    input_norm = np.sqrt(np.repeat(energy, c_out // groups, axis=1))  # (B, C_out)
+    filter_norm = np.sqrt(np.sum(np.abs(wa) ** 2, axis=tuple(range(2, 3 + n))))  # (B, C_out)
+    scale = input_norm * filter_norm
+    shape = (batch, *(1,) * n, c_out) if channels_last else (batch, c_out, *(1,) * n)
+    points = math.prod(spatial) * math.prod(wa.shape[3:])
+    return np.asarray(math.log2(2 * points) * scale.reshape(shape), dtype=np.float64)
 
 
 # ----------------------------------------------------------------------- assertions

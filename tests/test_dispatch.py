@@ -139,3 +139,43 @@ def test_numpy_use_leaves_frameworks_unimported() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "none"
+
+
+@pytest.mark.parametrize("target", BACKENDS)
+def test_override_result_is_a_writable_fresh_array(target: str) -> None:
+    x, w = readme_arrays()
+    y = multiconv.batch_conv(x, w, backend=target)
+    assert y.flags.writeable
+    y += 1  # a NumPy user may write into the result
+
+
+@pytest.mark.parametrize("target", BACKENDS)
+def test_non_native_byte_order(target: str) -> None:
+    x, w = readme_arrays()
+    swapped = x.astype(x.dtype.newbyteorder(">"))
+    assert_matches_reference(multiconv.batch_conv(swapped, w, backend=target), swapped, w, dtype="float32")
+
+
+@needs_torch
+def test_lazy_conjugate_and_negative_tensors_leave_torch() -> None:
+    torch = importlib.import_module("torch")
+    other = next((b for b in BACKENDS if b != "torch"), None)
+    if other is None:
+        pytest.skip("needs a second backend")
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.standard_normal((2, 3, 7)) + 1j * rng.standard_normal((2, 3, 7)))
+    w = torch.from_numpy(rng.standard_normal((2, 4, 3, 3)) + 1j * rng.standard_normal((2, 4, 3, 3)))
+    for xs in (x.conj(), -x.conj().imag.to(torch.complex128)):
+        y = multiconv.batch_conv(xs, w, backend=other)
+        np.testing.assert_allclose(to_numpy(y), to_numpy(multiconv.batch_conv(xs.resolve_conj().resolve_neg(), w)), rtol=1e-12)
+
+
+@needs_torch
+def test_numpy_big_endian_and_bfloat16_join_torch() -> None:
+    torch = importlib.import_module("torch")
+    x, w = readme_arrays()
+    y = multiconv.batch_conv(x.astype(">f4"), torch.from_numpy(w))
+    assert_matches_reference(y, torch.from_numpy(x), w)
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes arrives with JAX")
+    yb = multiconv.batch_conv(x.astype(ml_dtypes.bfloat16), torch.from_numpy(w).to(torch.bfloat16))
+    assert yb.dtype == torch.bfloat16

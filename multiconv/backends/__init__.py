@@ -51,6 +51,17 @@ class Backend(Protocol):
         """The convolution of host arrays computed on this framework, returned on the host."""
 
 
+def host_array(a: np.ndarray) -> np.ndarray:
+    """``a`` as every framework can take it: native byte order, C-contiguous, bfloat16 widened to float32."""
+    import numpy as np  # noqa: PLC0415  (NumPy is always there; kept out of this module's import time)
+
+    if a.dtype.name == "bfloat16":  # ml_dtypes' bfloat16, which torch cannot read
+        a = a.astype(np.float32)
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    return np.ascontiguousarray(a)
+
+
 def spatial_slices(steps: tuple[int, ...]) -> tuple[slice, ...]:
     """``slice(None, None, step)`` for each step, to stride or reverse spatial axes."""
     return tuple(slice(None, None, step) for step in steps)

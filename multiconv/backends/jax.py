@@ -21,7 +21,7 @@ from multiconv._algorithms import batch_slices
 from multiconv._cost import choose
 from multiconv._engines import index
 from multiconv._spec import HALF_DTYPES, ArrayInfo
-from multiconv.backends import spatial_slices
+from multiconv.backends import host_array, spatial_slices
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Mapping
@@ -50,6 +50,7 @@ def info(a: jax.Array, name: str) -> ArrayInfo:  # noqa: ARG001
 
 def from_numpy(a: np.ndarray, like: jax.Array | None = None) -> jax.Array:
     """A NumPy array as a JAX array with ``like``'s dtype, on ``like``'s device."""
+    a = host_array(a)
     if like is None:
         return jnp.asarray(a)
     array = jnp.asarray(a, dtype=like.dtype)
@@ -69,9 +70,15 @@ def to_numpy(a: jax.Array, name: str) -> np.ndarray:
     return host.astype(np.float32) if host.dtype.name == "bfloat16" else host
 
 
+def _on_accelerator(spec: ConvSpec) -> bool:
+    if spec.device is None:  # a tracer: it runs where JAX runs by default
+        return jax.default_backend() != "cpu"
+    return not spec.device.startswith(("cpu", "TFRT_CPU"))
+
+
 def choose_method(spec: ConvSpec) -> str:
     """The engine for ``method="auto"`` (see :mod:`multiconv._cost`)."""
-    return choose("jax", spec, tuple(METHODS))
+    return choose("jax", spec, tuple(METHODS), accelerator=_on_accelerator(spec))
 
 
 def _vmap(spec: ConvSpec, x: jax.Array, w: jax.Array) -> jax.Array:
@@ -127,6 +134,10 @@ class _JaxOps:
     @staticmethod
     def flip(a: jax.Array, axes: tuple[int, ...]) -> jax.Array:
         return jnp.flip(a, axis=axes)
+
+    @staticmethod
+    def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+        return jnp.matmul(a, b, precision=lax.Precision.HIGHEST)
 
     @staticmethod
     def is_complex(a: jax.Array) -> bool:
@@ -203,5 +214,5 @@ def convolve_numpy(spec: ConvSpec, x: np.ndarray, w: np.ndarray, bias: np.ndarra
     """A convolution of host arrays computed by JAX, with 64-bit types enabled for the call."""
     wide = x.dtype.itemsize == 8 or x.dtype == np.complex128  # noqa: PLR2004
     with jax.enable_x64(True) if wide else contextlib.nullcontext():  # noqa: FBT003
-        arrays = [None if a is None else jnp.asarray(a) for a in (x, w, bias)]
-        return to_numpy(convolve(spec, *arrays), "x")  # type: ignore[arg-type]
+        arrays = [None if a is None else jnp.asarray(host_array(a)) for a in (x, w, bias)]
+        return np.array(to_numpy(convolve(spec, *arrays), "x"))  # type: ignore[arg-type]  # a writable copy

@@ -54,7 +54,7 @@ def to_numpy(a: np.ndarray, name: str) -> np.ndarray:  # noqa: ARG001
 
 def choose_method(spec: ConvSpec) -> str:
     """The engine for ``method="auto"`` (see :mod:`multiconv._cost`)."""
-    return choose("numpy", spec, tuple(METHODS))
+    return choose("numpy", spec, tuple(METHODS), accelerator=False)
 
 
 def _pad(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -98,6 +98,11 @@ class _NumpyOps:
     @staticmethod
     def flip(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
         return np.flip(a, axis=axes)
+
+    @staticmethod
+    def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        result: np.ndarray = np.matmul(a, b)
+        return result
 
     @staticmethod
     def is_complex(a: np.ndarray) -> bool:

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
 from multiconv import _engines
-from multiconv._algorithms import batch_slices
+from multiconv._algorithms import batch_chunk, batch_slices
 from multiconv._cost import choose
 from multiconv._engines import index
 from multiconv._spec import ArrayInfo
-from multiconv.backends import spatial_slices
+from multiconv.backends import host_array, spatial_slices
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Mapping
+
+    import numpy as np
 
     from multiconv._spec import ConvSpec
 
@@ -43,7 +44,7 @@ def info(a: torch.Tensor, name: str) -> ArrayInfo:
 
 def from_numpy(a: np.ndarray, like: torch.Tensor | None = None) -> torch.Tensor:
     """A NumPy array as a tensor on ``like``'s device and with its dtype."""
-    a = np.ascontiguousarray(a)
+    a = host_array(a)
     # torch.from_numpy shares memory and warns on read-only arrays; copy those.
     tensor = torch.from_numpy(a if a.flags.writeable else a.copy())
     if like is None:
@@ -60,15 +61,19 @@ def to_numpy(a: torch.Tensor, name: str) -> np.ndarray:
         )
     if a.device.type == "meta":
         raise ValueError(f"{name} is on the meta device, which holds no data; the chosen backend needs real values")
-    a = a.detach()
+    a = a.detach().resolve_conj().resolve_neg()
     if a.dtype == torch.bfloat16:
         a = a.float()
     return a.cpu().numpy()
 
 
+def _on_accelerator(spec: ConvSpec) -> bool:
+    return spec.device is not None and not spec.device.startswith("cpu")
+
+
 def choose_method(spec: ConvSpec) -> str:
     """The engine for ``method="auto"`` (see :mod:`multiconv._cost`)."""
-    return choose("torch", spec, tuple(METHODS))
+    return choose("torch", spec, tuple(METHODS), accelerator=_on_accelerator(spec))
 
 
 def _pad(x: torch.Tensor, pairs: tuple[tuple[int, int], ...], mode: str) -> torch.Tensor:
@@ -138,6 +143,10 @@ class _TorchOps:
         return a.flip(axes)
 
     @staticmethod
+    def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(a, b) if a.ndim == b.ndim == 3 else torch.matmul(a, b)  # noqa: PLR2004
+
+    @staticmethod
     def is_complex(a: torch.Tensor) -> bool:
         return a.is_complex()
 
@@ -188,8 +197,8 @@ def convolve(spec: ConvSpec, x: torch.Tensor, w: torch.Tensor, bias: torch.Tenso
     # CPU kernels would accumulate half precision in half, and cuFFT takes half only at
     # power-of-two sizes: compute in float32 there instead.
     widen = out_dtype in _HALF and (x.device.type == "cpu" or spec.method == "fft")
-    compute = torch.float32 if widen else out_dtype
-    x, w = x.to(compute), w.to(compute)
+    if widen:
+        x, w = x.float(), w.float()
     if spec.channels_last:
         x = x.movedim(-1, 1)
     if spec.weight_kind == "broadcast":
@@ -199,17 +208,19 @@ def convolve(spec: ConvSpec, x: torch.Tensor, w: torch.Tensor, bias: torch.Tenso
     engine = METHODS[spec.method]
     if spec.batch == 0:
         y = _empty_result(spec, x, w)
+    elif batch_chunk(spec, spec.method, x.element_size()) >= spec.batch:
+        y = engine(spec, _pad(x, spec.mode_padding, spec.padding_mode), w)
     else:
         parts = [
             engine(spec, _pad(x[part], spec.mode_padding, spec.padding_mode), w[part] if spec.per_sample_weight else w)
             for part in batch_slices(spec, spec.method, x.element_size())
         ]
-        y = parts[0] if len(parts) == 1 else torch.cat(parts)
+        y = torch.cat(parts)
     if spec.channels_last:
         y = y.movedim(1, -1)
     if bias is not None:
-        y = y + bias.to(compute).reshape(spec.bias_shape)
-    return y.to(out_dtype)
+        y = y + bias.to(y.dtype).reshape(spec.bias_shape)
+    return y.to(out_dtype) if widen else y
 
 
 def convolve_numpy(spec: ConvSpec, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:

@@ -1,0 +1,301 @@
+"""Fit the coefficients of ``method="auto"``'s cost model (``multiconv/_cost.py``) to timings.
+
+Usage (from the repository root, on an otherwise idle machine; needs scipy)::
+
+    python benchmarks/calibrate.py                      # measure every installed backend, fit, write
+    python benchmarks/calibrate.py --fit-only           # refit from the stored timings
+    python benchmarks/calibrate.py --backends numpy --quick
+
+Each backend is measured in its own process over a grid of shapes (the
+benchmark's shapes, weighted up, plus a seeded random grid of 1-D and 2-D
+convolutions: dense, grouped and depthwise; kernels of 1 to 257 taps; strides,
+dilations; float32, float64, complex64).  Every engine is timed (JAX under
+``jax.jit``): the best of three blocks of calls lasting at least 30 ms each, after
+a warm-up call; an engine whose warm-up call takes over ``--cap`` seconds is
+timed by that one call.  The raw timings go to ``benchmarks/calibration/<backend>.json``.
+
+The fit is, per (backend, engine), non-negative least squares of the modelled
+time ``sum(c_i * feature_i)`` on relative error.  The script prints how well the
+model ranks the engines (how often ``auto`` picks the fastest, and the worst
+ratio of the picked engine's time to the fastest's) and writes the coefficients
+to ``multiconv/_calibration.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "benchmarks" / "calibration"
+MODULE = ROOT / "multiconv" / "_calibration.py"
+BENCHMARK_WEIGHT = 4.0
+
+
+def benchmark_cases() -> list[dict[str, Any]]:
+    """The benchmark's shapes (``multiconv._bench.SHAPES``)."""
+    bench = importlib.import_module("multiconv._bench")
+    cases = []
+    for case in bench.SHAPES.values():
+        kwargs = case.conv_kwargs
+        cases.append({"name": case.name, "x": list(case.x_shape), "w": list(case.w_shape), "kwargs": kwargs, "dtype": case.dtype})
+    return cases
+
+
+def grid_cases(count: int, seed: int = 0) -> list[dict[str, Any]]:
+    """A seeded random grid of valid, affordable convolutions."""
+    rng = np.random.default_rng(seed)
+    cases: list[dict[str, Any]] = []
+    while len(cases) < count:
+        ndim = 1 if rng.random() < 0.7 else 2  # noqa: PLR2004
+        batch = int(rng.choice([1, 2, 4, 8, 16, 32, 64, 128, 256]))
+        channels = int(rng.choice([1, 2, 4, 8, 16, 32, 64, 128, 256]))
+        kind = rng.choice(["dense", "dense", "grouped", "depthwise"])
+        if kind == "depthwise":
+            groups, c_in, c_out = channels, channels, channels * int(rng.choice([1, 1, 2]))
+        elif kind == "grouped" and channels >= 4:  # noqa: PLR2004
+            groups = int(rng.choice([2, 4]))
+            c_in, c_out = channels, channels
+        else:
+            groups, c_in, c_out = 1, channels, int(rng.choice([channels, max(1, channels // 2), channels * 2]))
+        if ndim == 1:
+            kernel = (int(rng.choice([1, 2, 3, 5, 7, 9, 16, 33, 65, 129, 257])),)
+            size = (int(rng.choice([16, 64, 256, 1024, 4096, 16384])),)
+        else:
+            k = int(rng.choice([1, 3, 3, 5, 7]))
+            kernel = (k, k)
+            side = int(rng.choice([8, 16, 32, 64, 128]))
+            size = (side, side)
+        stride = 2 if rng.random() < 0.15 else 1  # noqa: PLR2004
+        dilation = 2 if rng.random() < 0.15 else 1  # noqa: PLR2004
+        padding = "same" if rng.random() < 0.5 else "valid"  # noqa: PLR2004
+        dtype = str(rng.choice(["float32"] * 8 + ["float64", "complex64"]))
+        effective = [dilation * (k - 1) + 1 for k in kernel]
+        if any(s < e for s, e in zip(size, effective, strict=True)):
+            continue
+        positions = math.prod(size) // stride**ndim
+        macs = batch * c_out * positions * (c_in // groups) * math.prod(kernel)
+        if macs > 3e9 or batch * c_in * math.prod(size) > 2e7 or macs < 1e3:  # noqa: PLR2004
+            continue
+        cases.append(
+            {
+                "name": f"grid{len(cases)}",
+                "x": [batch, c_in, *size],
+                "w": [batch, c_out, c_in // groups, *kernel],
+                "kwargs": {"groups": groups, "stride": stride, "dilation": dilation, "padding": padding},
+                "dtype": dtype,
+            }
+        )
+    return cases
+
+
+def _arrays(case: dict[str, Any], backend: str) -> tuple[Any, Any]:
+    rng = np.random.default_rng(0)
+    dtype = np.dtype(case["dtype"])
+    x, w = (rng.standard_normal(case[k]).astype(dtype) for k in ("x", "w"))
+    if backend == "torch":
+        torch = importlib.import_module("torch")
+        return torch.from_numpy(x), torch.from_numpy(w)
+    if backend == "jax":
+        jnp = importlib.import_module("jax.numpy")
+        return jnp.asarray(x), jnp.asarray(w)
+    return x, w
+
+
+def _runner(backend: str, case: dict[str, Any], method: str) -> Any:
+    multiconv = importlib.import_module("multiconv")
+    kwargs = {**case["kwargs"], "method": method}
+    if backend == "jax":
+        jax = importlib.import_module("jax")
+        jitted = jax.jit(lambda x, w: multiconv.batch_conv(x, w, **kwargs))
+        return lambda x, w: jitted(x, w).block_until_ready()
+    return lambda x, w: multiconv.batch_conv(x, w, **kwargs)
+
+
+def _time(fn: Any, x: Any, w: Any, cap: float) -> float:
+    start = time.perf_counter()
+    fn(x, w)
+    first = time.perf_counter() - start
+    if first > cap:
+        return first
+    best = math.inf
+    for _ in range(3):
+        calls, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < 0.03 or calls == 0:  # noqa: PLR2004
+            fn(x, w)
+            calls += 1
+        best = min(best, elapsed / calls)
+    return best
+
+
+def measure(backend: str, cases: list[dict[str, Any]], cap: float) -> list[dict[str, Any]]:
+    """Time every engine of ``backend`` on every case."""
+    if backend == "jax":
+        importlib.import_module("jax").config.update("jax_enable_x64", True)  # noqa: FBT003
+    api = importlib.import_module("multiconv._api")
+    methods = list(importlib.import_module(f"multiconv.backends.{backend}").METHODS)
+    rows = []
+    for number, case in enumerate(cases, 1):
+        x, w = _arrays(case, backend)
+        spec = api.plan(x, w, **case["kwargs"]).spec
+        times = {}
+        for method in methods:
+            times[method] = _time(_runner(backend, case, method), x, w, cap)
+        rows.append({**case, "spec": dataclasses.asdict(spec), "times": times})
+        best = min(times, key=times.__getitem__)
+        sys.stderr.write(f"\r{backend} {number}/{len(cases)} {case['name']}: best {best} {times[best] * 1e3:.3g} ms      ")
+        sys.stderr.flush()
+    sys.stderr.write("\n")
+    return rows
+
+
+def _spec(row: dict[str, Any]) -> Any:
+    spec_module = importlib.import_module("multiconv._spec")
+    fields = {
+        k: tuple(tuple(v) if isinstance(v, list) else v for v in value) if isinstance(value, list) else value
+        for k, value in row["spec"].items()
+    }
+    return spec_module.ConvSpec(**fields)
+
+
+def fit(rows: list[dict[str, Any]]) -> dict[str, tuple[float, ...]]:
+    """Non-negative least squares on relative error, per engine."""
+    nnls = importlib.import_module("scipy.optimize").nnls
+    cost = importlib.import_module("multiconv._cost")
+    coefficients = {}
+    for method in rows[0]["times"]:
+        features = np.array([cost.features(_spec(row), method) for row in rows])
+        times = np.array([row["times"][method] for row in rows])
+        weights = np.array([BENCHMARK_WEIGHT if not row["name"].startswith("grid") else 1.0 for row in rows]) / times
+        scale = features.max(axis=0)
+        scale[scale == 0] = 1.0
+        solution, _ = nnls(features / scale * weights[:, None], times * weights)
+        coefficients[method] = tuple(float(c) for c in solution / scale)
+    return coefficients
+
+
+def report(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tuple[float, ...]]) -> None:
+    """How well the fitted model picks engines on the measured cases."""
+    cost = importlib.import_module("multiconv._cost")
+    regrets = []
+    for row in rows:
+        spec = _spec(row)
+        predicted = {m: sum(c * f for c, f in zip(coefficients[m], cost.features(spec, m), strict=True)) for m in row["times"]}
+        picked = min(predicted, key=predicted.__getitem__)
+        best = min(row["times"], key=row["times"].__getitem__)
+        regret = row["times"][picked] / row["times"][best]
+        regrets.append(regret)
+        if not row["name"].startswith("grid") or regret > 1.25:  # noqa: PLR2004
+            print(
+                f"  {row['name']:>10}: picks {picked:8} ({row['times'][picked] * 1e3:9.3f} ms), fastest {best:8} ({row['times'][best] * 1e3:9.3f} ms), ratio {regret:.2f}"
+            )
+    hits = sum(r <= 1.0 + 1e-9 for r in regrets)
+    print(
+        f"{backend}: picks the fastest engine on {hits}/{len(regrets)} cases; within 10% on {sum(r <= 1.1 for r in regrets)}; worst ratio {max(regrets):.2f}"
+    )  # noqa: PLR2004
+
+
+def write_module(coefficients: dict[str, dict[str, tuple[float, ...]]], machine: dict[str, Any]) -> None:
+    """Write ``multiconv/_calibration.py``."""
+    lines = [
+        '"""Cost-model coefficients (seconds per feature unit), written by ``benchmarks/calibrate.py``.',
+        "",
+        f"Measured on {machine['cpu']} ({machine['cores']} cores), Python {machine['python']}, {machine['versions']}, {machine['date']}.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "from typing import Final",
+        "",
+        "#: backend -> engine -> coefficients of (fixed, calls, gemm, memory, fft).",
+        "COEFFICIENTS: Final[dict[str, dict[str, tuple[float, float, float, float, float]]]] = {",
+    ]
+    for backend, methods in coefficients.items():
+        lines.append(f'    "{backend}": {{')
+        for method, values in methods.items():
+            lines.append(f'        "{method}": ({", ".join(f"{v:.4g}" for v in values)}),')
+        lines.append("    },")
+    lines.append("}")
+    MODULE.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _machine() -> dict[str, Any]:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
+    versions = []
+    for name in ("numpy", "torch", "jax"):
+        try:
+            versions.append(f"{name} {importlib.import_module(name).__version__}")
+        except ImportError:
+            continue
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": ", ".join(versions),
+        "date": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
+    }
+
+
+def main() -> int:
+    """Measure, fit and write (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="numpy,torch,jax")
+    parser.add_argument("--cases", type=int, default=70, help="random grid cases besides the benchmark shapes")
+    parser.add_argument("--cap", type=float, default=1.0, help="seconds; slower engines are timed by one call")
+    parser.add_argument("--quick", action="store_true", help="10 grid cases, no benchmark shapes")
+    parser.add_argument("--fit-only", action="store_true")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # child process: measure one backend
+    args = parser.parse_args()
+    cases = grid_cases(10) if args.quick else benchmark_cases() + grid_cases(args.cases)
+    if args.measure:
+        rows = measure(args.measure, cases, args.cap)
+        DATA.mkdir(parents=True, exist_ok=True)
+        (DATA / f"{args.measure}.json").write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=1), encoding="utf-8")
+        return 0
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not args.fit_only:
+        for backend in backends:
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--measure",
+                    backend,
+                    *(["--quick"] if args.quick else []),
+                    "--cases",
+                    str(args.cases),
+                    "--cap",
+                    str(args.cap),
+                ],
+                check=True,
+            )
+    coefficients = dict(importlib.import_module("multiconv._calibration").COEFFICIENTS)
+    machine = _machine()
+    for backend in backends:
+        stored = json.loads((DATA / f"{backend}.json").read_text(encoding="utf-8"))
+        coefficients[backend] = fit(stored["rows"])
+        machine = stored["machine"]
+        report(backend, stored["rows"], coefficients[backend])
+    write_module(coefficients, machine)
+    print(f"wrote {MODULE.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
