@@ -104,7 +104,10 @@ def shift(ops: Ops, spec: ConvSpec, x: Any, w: Any) -> Any:
         # ([B *] groups, C_out // groups, C_in // groups) for this kernel offset
         weight = weights.reshape(weights.shape[:-1]) if taps_count == 1 else weights[..., number]
         term = weight * taps if depthwise else ops.matmul(weight, taps)
-        y = term if y is None else y + term
+        if y is None:
+            y = term
+        else:
+            y += term  # in place where the framework allows (JAX rebinds)
     assert y is not None  # noqa: S101 (a kernel has at least one tap)
     return y.reshape(batch, spec.out_channels, *spec.out_size)
 
