@@ -7,24 +7,24 @@ from __future__ import annotations
 
 from typing import Final
 
-#: backend -> engine -> coefficients of (fixed, calls, gemm, memory, fft).
-COEFFICIENTS: Final[dict[str, dict[str, tuple[float, float, float, float, float]]]] = {
+#: backend -> engine -> coefficients of (fixed, calls, products, gemm, copies, wide_copies, elementwise, fft).
+COEFFICIENTS: Final[dict[str, dict[str, tuple[float, ...]]]] = {
     "numpy": {
-        "einsum": (7.985e-05, 0, 0, 1.163e-09, 0),
-        "shift": (1.195e-05, 0, 4.771e-12, 2.692e-10, 0),
-        "matmul": (3.925e-05, 0, 5.379e-12, 2.013e-10, 0),
-        "fft": (0.0001317, 0, 9.349e-12, 4.388e-10, 4.14e-10),
+        "einsum": (7.626e-05, 0, 0, 5.438e-12, 4.403e-10, 1.73e-09, 0, 0),
+        "shift": (1.175e-05, 9.083e-07, 0, 4.838e-12, 4.937e-10, 0, 6.088e-10, 0),
+        "matmul": (3.031e-05, 5.335e-06, 0, 3.935e-12, 4.462e-10, 9.508e-10, 0, 0),
+        "fft": (9.014e-05, 0, 0, 1.357e-12, 8.314e-10, 0, 0, 3.884e-10),
     },
     "torch": {
-        "grouped": (2e-05, 2e-06, 6.667e-12, 2e-10, 0),
-        "shift": (1e-05, 5e-06, 1e-11, 1e-09, 0),
-        "matmul": (2e-05, 5e-06, 8.333e-12, 1e-09, 0),
-        "fft": (0.0002, 5e-06, 1.667e-11, 1e-09, 1e-09),
+        "grouped": (0.0001009, 0, 0, 2.09e-12, 0, 1.13e-09, 0, 0),
+        "shift": (1.503e-05, 1.888e-05, 0, 4.992e-12, 3.507e-10, 5.514e-10, 4.08e-11, 0),
+        "matmul": (1.349e-05, 1.716e-05, 0, 3.336e-12, 1.883e-10, 2.914e-10, 0, 0),
+        "fft": (0.0002349, 0, 0, 7.462e-13, 5.674e-10, 0, 0, 5.539e-11),
     },
     "jax": {
-        "vmap": (2e-05, 5e-06, 2.5e-11, 2e-10, 0),
-        "shift": (1e-05, 2e-06, 1.667e-11, 5e-10, 0),
-        "matmul": (1e-05, 2e-06, 1.667e-11, 5e-10, 0),
-        "fft": (5e-05, 2e-06, 1.667e-11, 5e-10, 5e-10),
+        "vmap": (9.469e-05, 0, 8.635e-07, 1.094e-11, 1.488e-09, 0, 0, 0),
+        "shift": (6.532e-05, 0, 0, 3.097e-12, 1.064e-09, 0, 4.184e-11, 0),
+        "matmul": (6.687e-05, 0, 0, 3.38e-12, 1.244e-09, 1.003e-09, 0, 0),
+        "fft": (8.498e-05, 0, 0, 4.063e-12, 2.838e-09, 4.827e-10, 2.147e-10, 0),
     },
 }

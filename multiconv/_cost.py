@@ -1,26 +1,34 @@
 """The cost model behind ``method="auto"``.
 
-Every engine's time on a backend is modelled as a non-negative combination of five
+Every engine's time on a backend is modelled as a non-negative combination of eight
 features of the convolution (:data:`FEATURES`):
 
 ``fixed``
     1: the engine's constant overhead per call.
 ``calls``
     framework operations the engine issues (one batched matmul per kernel offset
-    for ``shift``; one convolution group per sample and group for the direct
-    engines, whose cost grows with the number of groups they fold).
+    for ``shift``; for the direct engines, the groups the convolution folds).
+``products``
+    individual small matrix products inside the batched matmuls (frameworks loop
+    over them on a CPU).
 ``gemm``
     multiply-add work, ``2 m k n`` per matrix product, divided by an efficiency
     ``m/(m+8) * k/(k+8) * n/(n+64)`` that falls for thin matrices (few channels
     per group, few output positions).
-``memory``
-    elements copied or streamed (im2col buffers, gathered windows, accumulation,
-    depthwise multiply-adds, FFT blocks).
+``copies``
+    elements copied (im2col buffers, gathered windows, accumulation, FFT blocks).
+``wide_copies``
+    the copies again, times ``itemsize / 4 - 1``: 64-bit and complex copies
+    cost more than their size alone says once they leave the caches.
+``elementwise``
+    elements of broadcast multiply-adds (depthwise ``shift``, depthwise FFT
+    products).
 ``fft``
     ``points * log2(points)`` over every transform of the overlap-save engine.
 
 Work scales with the dtype: float64 counts twice, complex four (complex128 eight)
-times for ``gemm`` and ``fft``; ``memory`` scales with the item size.  Half
+times for ``gemm`` and ``fft``; ``copies`` and ``elementwise`` scale with the item
+size.  Half
 precision is computed in float32 and costed so.
 
 The coefficients of each (backend, engine) pair were fitted (non-negative least
@@ -30,10 +38,13 @@ shapes among them, by ``benchmarks/calibrate.py``; they live in
 Only CPU timings exist: on a GPU, ``auto`` uses the framework's own convolution
 (cuDNN) and switches to ``fft`` for kernels of 64 taps and more.
 
-``fft`` turns every rounding error into a normwise one and lets a NaN or Inf
-spread over its whole block, so ``auto`` picks it only when the model says the
-kernel is long enough to pay (typically 64 taps or more); name another ``method``
-to avoid it altogether.
+Two guard rails bound the fitted model: ``fft`` is considered only for kernels of
+at least :data:`FFT_MIN_TAPS` taps (it turns every rounding error into a normwise
+one and lets a NaN or Inf spread over its whole block, so ``auto`` picks it only
+when the kernel is long enough to pay, in practice 64 taps or more on a CPU; name
+another ``method`` to avoid it altogether), and JAX's ``shift`` only for depthwise
+convolutions or kernels of at most :data:`JAX_SHIFT_MAX_TAPS` taps (XLA compiles one
+dot per tap).
 """
 
 from __future__ import annotations
@@ -47,7 +58,7 @@ from multiconv._calibration import COEFFICIENTS
 if TYPE_CHECKING:
     from multiconv._spec import ConvSpec
 
-FEATURES: Final = ("fixed", "calls", "gemm", "memory", "fft")
+FEATURES: Final = ("fixed", "calls", "products", "gemm", "copies", "wide_copies", "elementwise", "fft")
 
 #: Flop multiplier of each compute dtype (half precision is computed in float32).
 _FLOP_SCALE: Final = {"float16": 1, "bfloat16": 1, "float32": 1, "float64": 2, "complex64": 4, "complex128": 8}
@@ -55,6 +66,10 @@ _ITEM_SCALE: Final = {"float16": 1, "bfloat16": 1, "float32": 1, "float64": 2, "
 
 #: On accelerators: kernels at least this long go to ``fft``, the rest to the direct engine.
 GPU_FFT_TAPS: Final = 64
+#: ``auto`` considers ``fft`` only from this many kernel taps on (NaN locality, elementwise accuracy).
+FFT_MIN_TAPS: Final = 16
+#: XLA compiles one dot per kernel tap for a non-depthwise ``shift``: beyond this many taps it is not considered.
+JAX_SHIFT_MAX_TAPS: Final = 32
 
 
 def _gemm(batch: int, m: int, k: int, n: int) -> float:
@@ -63,40 +78,68 @@ def _gemm(batch: int, m: int, k: int, n: int) -> float:
     return 2.0 * batch * m * k * n / efficiency
 
 
-def features(spec: ConvSpec, method: str) -> tuple[float, float, float, float, float]:
-    """The five features of :data:`FEATURES` for ``method`` on ``spec``."""
+def features(spec: ConvSpec, method: str, backend: str = "numpy") -> tuple[float, ...]:
+    """The features of :data:`FEATURES` for ``method`` on ``spec`` (``backend``: who runs it)."""
     b, g, cg, og = spec.batch, spec.groups, spec.group_in_channels, spec.group_out_channels
     c, o = spec.in_channels, spec.out_channels
     taps, positions = math.prod(spec.kernel), math.prod(spec.out_size)
     flops, items = _FLOP_SCALE[spec.dtype], _ITEM_SCALE[spec.dtype]
     depthwise = cg == 1
     if method == "shift":
+        # Windows are copied before a matmul where they are not strided views (always in
+        # JAX); XLA fuses a depthwise multiply-add chain into one loop without copies.
+        fused = backend == "jax" and depthwise
+        gathered = not fused and (backend == "jax" or spec.ndim > 1 or not spec.per_sample_weight)
+        copies = (taps * b * c * positions if gathered else 0) + (0 if fused else (taps - 1) * b * o * positions)
+        products = 0 if depthwise else taps * b * g
         gemm = 0.0 if depthwise else taps * _gemm(b * g, og, cg, positions)
-        memory = taps * b * (c + 3 * o) * positions
-        return (1.0, float(taps), flops * gemm, items * memory, 0.0)
+        elementwise = taps * b * o * positions if depthwise else 0
+        return (1.0, float(taps), float(products), flops * gemm, items * copies, (items - 1) * copies, items * elementwise, 0.0)
     if method == "matmul":
         gemm = _gemm(b * g, og, cg * taps, positions)
-        memory = 2 * b * c * taps * positions + b * o * positions
-        return (1.0, 1.0, flops * gemm, items * memory, 0.0)
+        copies = b * c * taps * positions
+        return (1.0, 1.0 + spec.ndim, float(b * g), flops * gemm, items * copies, (items - 1) * copies, 0.0, 0.0)
     if method == "fft":
         blocks = fft_blocks(spec)
         points, count = blocks.transform_size, blocks.block_count
         bins = points if spec.dtype.startswith("complex") else blocks.half_spectrum
         weights = (b if spec.per_sample_weight else 1) * o * cg
         transforms = ((b * c + b * o) * count + weights) * points * math.log2(max(points, 2))
+        products = 0 if depthwise else b * g * bins
         contraction = 0.0 if depthwise else 4 * _gemm(b * g * bins, og, cg, count)
-        memory = 2 * b * (c + o) * count * points + (2 * b * o * count * bins if depthwise else 0)
-        return (1.0, 1.0, flops * contraction, items * memory, flops * transforms)
+        elementwise = 2 * b * o * count * bins if depthwise else 0
+        copies = b * (c + o) * count * points
+        return (
+            1.0,
+            1.0,
+            float(products),
+            flops * contraction,
+            items * copies,
+            (items - 1) * copies,
+            items * elementwise,
+            flops * transforms,
+        )
     # a direct engine: the framework's own (grouped) convolution
     folded = b * g if spec.per_sample_weight else g
     gemm = _gemm(b * g, og, cg * taps, positions)
-    return (1.0, float(folded), flops * gemm, items * b * c * taps * positions, 0.0)
+    copies = b * c * taps * positions
+    return (1.0, float(folded), float(b * g), flops * gemm, items * copies, (items - 1) * copies, 0.0, 0.0)
 
 
 def estimate(backend: str, spec: ConvSpec, method: str) -> float:
     """Modelled seconds of ``method`` on ``spec`` (CPU coefficients of ``backend``)."""
     coefficients = COEFFICIENTS[backend][method]
-    return sum(c * f for c, f in zip(coefficients, features(spec, method), strict=True))
+    return sum(c * f for c, f in zip(coefficients, features(spec, method, backend), strict=True))
+
+
+def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
+    """Whether ``auto`` considers ``method`` at all (the guard rails around the fitted model)."""
+    taps = math.prod(spec.kernel)
+    if method == "fft":
+        return taps >= FFT_MIN_TAPS
+    if method == "shift" and backend == "jax":
+        return spec.group_in_channels == 1 or taps <= JAX_SHIFT_MAX_TAPS
+    return True
 
 
 def _fits(spec: ConvSpec, method: str, itemsize: int) -> bool:
@@ -110,5 +153,5 @@ def choose(backend: str, spec: ConvSpec, methods: tuple[str, ...], *, accelerato
     if accelerator:
         return "fft" if math.prod(spec.kernel) >= GPU_FFT_TAPS else direct
     itemsize = 4 * _ITEM_SCALE[spec.dtype]
-    fitting = [m for m in methods if _fits(spec, m, itemsize)] or ["shift"]
+    fitting = [m for m in methods if eligible(backend, spec, m) and _fits(spec, m, itemsize)] or ["shift"]
     return min(fitting, key=lambda m: estimate(backend, spec, m))

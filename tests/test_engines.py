@@ -1,0 +1,129 @@
+"""Engine geometry, batch chunking under ``workspace_limit``, and the cost model's choices."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import tracemalloc
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from support import BACKENDS, as_backend
+
+import multiconv
+from multiconv import _algorithms, _api, _cost
+from multiconv.testing import assert_matches_reference
+
+
+def engines(backend: str) -> list[str]:
+    return list(importlib.import_module(f"multiconv.backends.{backend}").METHODS)
+
+
+@given(st.integers(1, 5000))
+def test_next_fast_len_is_the_smallest_5_smooth_number(n: int) -> None:
+    fast = _algorithms.next_fast_len(n)
+    assert fast >= n
+
+    def smooth(m: int) -> bool:
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    assert smooth(fast)
+    assert not any(smooth(m) for m in range(n, fast))
+
+
+def test_fft_blocks_are_sized_from_the_kernel_not_the_signal() -> None:
+    x, w = np.ones((8, 8, 16384), np.float32), np.ones((8, 8, 8, 257), np.float32)
+    spec = _api.plan(x, w, method="fft").spec
+    blocks = _algorithms.fft_blocks(spec)
+    (nfft,), (step,), (count,) = blocks.nfft, blocks.step, blocks.blocks
+    assert 2 * 257 <= nfft <= 16 * 257 < 16384
+    assert step == nfft - 256
+    assert (count - 1) * step < blocks.full[0] <= count * step
+    assert blocks.extent[0] >= spec.padded_size[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_chunked_batches_give_the_same_result(backend: str) -> None:
+    rng = np.random.default_rng(5)
+    x = as_backend(rng.standard_normal((5, 4, 40)), backend)
+    w = as_backend(rng.standard_normal((5, 6, 2, 7)), backend)
+    kwargs: dict[str, Any] = {"groups": 2, "padding": "same", "padding_mode": "reflect", "dilation": 2}
+    for method in engines(backend):
+        spec = _api.plan(x, w, method=method, workspace_limit=1, **kwargs).spec
+        assert list(_algorithms.batch_slices(spec, method, 8)) == [slice(b, b + 1) for b in range(5)]
+        y = multiconv.batch_conv(x, w, method=method, workspace_limit=1, **kwargs)
+        assert_matches_reference(y, x, w, method=method, **kwargs)
+
+
+@pytest.mark.skipif("numpy" not in BACKENDS, reason="NumPy backend not requested")
+@pytest.mark.parametrize("method", ["einsum", "shift", "matmul", "fft"])
+def test_numpy_scratch_memory_stays_under_the_limit(method: str) -> None:
+    """tracemalloc sees every NumPy allocation: scratch beyond inputs and output stays under the limit."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((64, 16, 2048)).astype(np.float32)  # 8 MiB
+    w = rng.standard_normal((64, 16, 16, 9)).astype(np.float32)
+    limit = 2 * 2**20
+    spec = _api.plan(x, w, method=method, workspace_limit=limit).spec
+    unchunked = _algorithms.workspace_elements(spec, method, spec.batch) * 4
+    assert unchunked > 4 * limit  # the limit must bite
+    output = 64 * 16 * spec.out_size[0] * 4
+    padded_chunk = _algorithms.batch_chunk(spec, method, 4) * 16 * 2048 * 4
+    tracemalloc.start()
+    try:
+        multiconv.batch_conv(x, w, method=method, workspace_limit=limit)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the result, one chunk's output while it is copied into place, and the padded chunk are not scratch
+    chunk_output = _algorithms.batch_chunk(spec, method, 4) * 16 * spec.out_size[0] * 4
+    assert peak - output - chunk_output - padded_chunk <= 2 * limit
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_auto_avoids_engines_whose_sample_does_not_fit(backend: str) -> None:
+    x = as_backend(np.ones((2, 64, 4096), np.float32), backend)
+    w = as_backend(np.ones((2, 64, 64, 9), np.float32), backend)
+    limit = 4 * 2**20  # shift (2 MiB per sample) fits; matmul and the direct engines (9.4 MiB) do not
+    spec = _api.plan(x, w, workspace_limit=limit).spec
+    assert _algorithms.workspace_elements(spec, spec.method, 1) * 4 <= limit
+    tight = _api.plan(x, w, workspace_limit=2**20).spec  # nothing fits: the leanest engine
+    assert tight.method == "shift"
+
+
+def test_cost_model_prefers_fft_only_for_long_kernels() -> None:
+    for taps, expect_fft in ((3, False), (9, False), (257, True)):
+        x, w = np.ones((8, 8, 16384), np.float32), np.ones((8, 8, 8, taps), np.float32)
+        picked = _api.plan(x, w).spec.method
+        assert (picked == "fft") is expect_fft, (taps, picked)
+
+
+def test_cost_features_scale_with_dtype() -> None:
+    x, w = np.ones((4, 8, 256), np.float32), np.ones((4, 8, 8, 3), np.float32)
+    single = _api.plan(x, w, method="matmul").spec
+    double = _api.plan(x.astype(np.float64), w.astype(np.float64), method="matmul").spec
+    f32, f64 = _cost.features(single, "matmul"), _cost.features(double, "matmul")
+    gemm, copies = _cost.FEATURES.index("gemm"), _cost.FEATURES.index("copies")
+    assert f64[gemm] == pytest.approx(2 * f32[gemm])
+    assert f64[copies] == pytest.approx(2 * f32[copies])
+    assert all(math.isfinite(v) and v >= 0 for v in f32)
+
+
+def test_accelerator_rule() -> None:
+    x, w = np.ones((2, 4, 512), np.float32), np.ones((2, 4, 4, 3), np.float32)
+    spec = _api.plan(x, w).spec
+    assert _cost.choose("torch", spec, ("grouped", "shift", "matmul", "fft"), accelerator=True) == "grouped"
+    long_spec = _api.plan(x, np.ones((2, 4, 4, 65), np.float32)).spec
+    assert _cost.choose("jax", long_spec, ("vmap", "shift", "matmul", "fft"), accelerator=True) == "fft"
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "1MB"])
+def test_workspace_limit_is_validated(bad: object) -> None:
+    x, w = np.ones((2, 4, 16)), np.ones((2, 4, 4, 3))
+    with pytest.raises((TypeError, ValueError), match="workspace_limit="):
+        multiconv.batch_conv(x, w, workspace_limit=bad)  # type: ignore[arg-type]
