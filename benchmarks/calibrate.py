@@ -10,9 +10,9 @@ Each backend is measured in its own process over a grid of shapes (the
 benchmark's shapes, weighted up, plus a seeded random grid of 1-D and 2-D
 convolutions: dense, grouped and depthwise; kernels of 1 to 257 taps; strides,
 dilations; float32, float64, complex64).  Every engine is timed (JAX under
-``jax.jit``): the best of three blocks of calls lasting at least 30 ms each, after
-a warm-up call; an engine whose warm-up call takes over ``--cap`` seconds is
-timed by that one call.  The raw timings go to ``benchmarks/calibration/<backend>.json``.
+``jax.jit``): after a warm-up call (which compiles), the best of three blocks of
+calls lasting at least 30 ms each; an engine whose first timed call takes over
+``--cap`` seconds is timed by that one call.  The raw timings go to ``benchmarks/calibration/<backend>.json``.
 
 The fit is, per (backend, engine), non-negative least squares of the modelled
 time ``sum(c_i * feature_i)`` on relative error.  The script prints how well the
@@ -126,6 +126,7 @@ def _runner(backend: str, case: dict[str, Any], method: str) -> Any:
 
 
 def _time(fn: Any, x: Any, w: Any, cap: float) -> float:
+    fn(x, w)  # warm-up: compilation (JAX), caches, lazy initialisation
     start = time.perf_counter()
     fn(x, w)
     first = time.perf_counter() - start
@@ -177,7 +178,8 @@ def fit(backend: str, rows: list[dict[str, Any]]) -> dict[str, tuple[float, ...]
     cost = importlib.import_module("multiconv._cost")
     coefficients = {}
     for method in rows[0]["times"]:
-        rows_m = [row for row in rows if cost.eligible(backend, _spec(row), method)]  # the cases auto decides on
+        # the cases auto decides on (all of them for an engine auto never picks, to keep its estimate meaningful)
+        rows_m = [row for row in rows if cost.eligible(backend, _spec(row), method)] or rows
         features = np.array([cost.features(_spec(row), method, backend) for row in rows_m])
         times = np.array([row["times"][method] for row in rows_m])
         # Relative error, with the benchmark's shapes weighted up and hopeless cases (over 4x the
@@ -205,7 +207,7 @@ def report(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tup
             if cost.eligible(backend, spec, m)
         }
         picked = min(predicted, key=predicted.__getitem__)
-        best = min(row["times"], key=row["times"].__getitem__)
+        best = min(predicted, key=row["times"].__getitem__)  # the fastest engine auto may pick
         regret = row["times"][picked] / row["times"][best]
         regrets.append(regret)
         if not row["name"].startswith("grid") or regret > 1.25:

@@ -51,7 +51,11 @@ def plan(x: Any, w: Any, bias: Any = None, **arguments: Any) -> Plan:
     signatures = tuple(None if a is None else _dispatch.signature(a) for a in (x, w, bias))
     key: Hashable = None
     if None not in signatures[:2]:
-        key = (signatures, tuple(arguments), tuple(map(_freeze, arguments.values())))
+        values = tuple(arguments.values())
+        kinds = tuple(map(type, values))
+        # Scalars key by value and type (so that True, 1 and 1.0 differ); sequences need a deep freeze.
+        frozen = tuple(map(_freeze, values)) if tuple in kinds or list in kinds else values
+        key = (signatures, tuple(arguments), kinds, frozen)
         try:
             return _PLAN_CACHE[key]
         except KeyError:

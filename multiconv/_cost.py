@@ -44,7 +44,12 @@ one and lets a NaN or Inf spread over its whole block, so ``auto`` picks it only
 when the kernel is long enough to pay, in practice 64 taps or more on a CPU; name
 another ``method`` to avoid it altogether), and JAX's ``shift`` only for depthwise
 convolutions or kernels of at most :data:`JAX_SHIFT_MAX_TAPS` taps (XLA compiles one
-dot per tap).
+dot per tap); JAX's ``loop`` only without groups and up to :data:`JAX_LOOP_MAX_BATCH`
+samples (one compiled convolution per sample: its compile time grows with the
+batch); JAX's
+``vmap`` never on a CPU (XLA's grouped convolution, which ``vmap`` of a convolution
+becomes, was fastest on 1 of 78 calibration shapes and up to 25 times slower than
+the best engine in float64).
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ GPU_FFT_TAPS: Final = 64
 FFT_MIN_TAPS: Final = 16
 #: XLA compiles one dot per kernel tap for a non-depthwise ``shift``: beyond this many taps it is not considered.
 JAX_SHIFT_MAX_TAPS: Final = 32
+#: JAX's ``loop`` compiles one convolution per sample: beyond this batch it is not considered.
+JAX_LOOP_MAX_BATCH: Final = 64
 
 
 def _gemm(batch: int, m: int, k: int, n: int) -> float:
@@ -119,8 +126,9 @@ def features(spec: ConvSpec, method: str, backend: str = "numpy") -> tuple[float
             items * elementwise,
             flops * transforms,
         )
-    # a direct engine: the framework's own (grouped) convolution
-    folded = b * g if spec.per_sample_weight else g
+    # a direct engine: the framework's own convolution, grouped over the batch, or one per sample ("loop")
+    samples = b if spec.per_sample_weight else 1
+    folded = samples if method == "loop" else samples * g
     gemm = _gemm(b * g, og, cg * taps, positions)
     copies = b * c * taps * positions
     return (1.0, float(folded), float(b * g), flops * gemm, items * copies, (items - 1) * copies, 0.0, 0.0)
@@ -139,7 +147,11 @@ def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
         return taps >= FFT_MIN_TAPS
     if method == "shift" and backend == "jax":
         return spec.group_in_channels == 1 or taps <= JAX_SHIFT_MAX_TAPS
-    return True
+    if method == "loop":  # ungrouped only: each sample's convolution must avoid XLA's grouped path
+        return spec.batch <= JAX_LOOP_MAX_BATCH and spec.groups == 1
+    # XLA's CPU grouped convolution (what vmap of a convolution becomes) was the fastest
+    # engine on 1 of 78 calibration shapes, and up to 25x slower in float64: never auto on CPU.
+    return not (backend == "jax" and method == "vmap")
 
 
 def _fits(spec: ConvSpec, method: str, itemsize: int) -> bool:

@@ -33,7 +33,7 @@ ROW_KEYS = {
     "status",
     "note",
     "seconds",
-    "seconds_min",
+    "seconds_median",
     "seconds_rounds",
     "calls_per_round",
     "first_call_seconds",
