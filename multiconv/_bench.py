@@ -36,6 +36,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -732,7 +733,13 @@ def _time_block(fn: Callable[[], Any], sync: Callable[[Any], object], calls: int
 
 
 def _calls_per_block(fn: Callable[[], Any], sync: Callable[[Any], object], once: float, settings: Settings) -> int:
-    """Calls that make a block last about ``settings.block_seconds``."""
+    """Calls that make a block last about ``settings.block_seconds``.
+
+    ``once`` may be inflated (a first call after profiling or an idle spell wakes
+    thread pools), so a few more single calls are timed and the fastest is used.
+    """
+    if once < settings.block_seconds:
+        once = min([once, *(_time_block(fn, sync, 1) for _ in range(3))])
     estimate = once
     if once < settings.block_seconds / 10:
         probe = max(2, math.ceil(settings.block_seconds / 10 / max(once, 1e-7)))
@@ -828,11 +835,13 @@ def _run_rounds(
     gemm_samples: list[float] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported once by the check already
+        shuffler = random.Random(0)
         for round_ in range(settings.rounds):
-            # Rotate the order every round so that no candidate always runs first (or right after the GEMM).
-            shift = round_ % (len(ready) + 1)
+            # A fresh (seeded) order every round: no candidate always runs first, or always right
+            # after the GEMM, whose AVX-512 load can slow the next few milliseconds down.
             order: list[_Trial | None] = [*ready, None]
-            for trial in order[shift:] + order[:shift]:
+            shuffler.shuffle(order)
+            for trial in order:
                 if trial is None:
                     gemm_samples.append(_time_block(gemm, fw.sync, gemm_calls))
                     continue

@@ -76,7 +76,7 @@ FFT_MIN_TAPS: Final = 16
 #: XLA compiles one dot per kernel tap for a non-depthwise ``shift``: beyond this many taps it is not considered.
 JAX_SHIFT_MAX_TAPS: Final = 32
 #: JAX's ``loop`` compiles one convolution per sample: beyond this batch it is not considered.
-JAX_LOOP_MAX_BATCH: Final = 64
+JAX_LOOP_MAX_BATCH: Final = 256
 
 
 def _gemm(batch: int, m: int, k: int, n: int) -> float:
