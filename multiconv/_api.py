@@ -238,7 +238,7 @@ method : str
     ``"shift"`` (one batched matmul per kernel offset), ``"matmul"`` (im2col
     windows and one batched matmul), ``"fft"`` (overlap-save), or the
     framework's direct one: ``"einsum"`` (NumPy), ``"grouped"`` (PyTorch),
-    ``"vmap"`` (JAX).
+    ``"vmap"`` and ``"loop"`` (JAX).
 backend : {{None, "numpy", "torch", "jax"}}
     Compute on this framework and hand the result back as the type of ``x``.
 workspace_limit : int, optional

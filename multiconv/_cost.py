@@ -72,7 +72,7 @@ _ITEM_SCALE: Final = {"float16": 1, "bfloat16": 1, "float32": 1, "float64": 2, "
 #: On accelerators: kernels at least this long go to ``fft``, the rest to the direct engine.
 GPU_FFT_TAPS: Final = 64
 #: ``auto`` considers ``fft`` only from this many kernel taps on (NaN locality, elementwise accuracy).
-FFT_MIN_TAPS: Final = 16
+FFT_MIN_TAPS: Final = 32
 #: XLA compiles one dot per kernel tap for a non-depthwise ``shift``: beyond this many taps it is not considered.
 JAX_SHIFT_MAX_TAPS: Final = 32
 #: JAX's ``loop`` compiles one convolution per sample: beyond this batch it is not considered.
