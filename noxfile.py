@@ -78,5 +78,5 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=FULL_PYTHON)
 def typecheck(session: nox.Session) -> None:
     """Mypy in strict mode over the package, the tests and this file."""
-    session.install(*CONSTRAINTS, ".[all,test]", "mypy>=1.10", "nox")
+    session.install(*CONSTRAINTS, ".[all,test,bench]", "mypy>=1.10", "nox")
     session.run("mypy")

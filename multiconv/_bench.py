@@ -1329,7 +1329,8 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a positive integer."""
     try:
         value = int(text)
     except ValueError:
@@ -1358,7 +1359,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--shapes", type=_names, default=None, metavar="LIST", help=f"comma-separated shapes (default: all of {', '.join(SHAPES)})"
     )
     parser.add_argument(
-        "--rounds", type=_positive_int, default=None, metavar="N", help="interleaved timing rounds (default: 7; 2 with --quick)"
+        "--rounds", type=positive_int, default=None, metavar="N", help="interleaved timing rounds (default: 7; 2 with --quick)"
     )
     parser.add_argument("--quick", action="store_true", help="scaled-down shapes and short blocks (for tests and smoke runs)")
     parser.add_argument(
@@ -1452,7 +1453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--backend", required=True, choices=list(_FRAMEWORKS))
     parser.add_argument("--shapes", type=_names, default=None, metavar="LIST")
-    parser.add_argument("--rounds", type=_positive_int, default=None, metavar="N")
+    parser.add_argument("--rounds", type=positive_int, default=None, metavar="N")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--time-cap", type=_positive_float, default=None, metavar="SECONDS")
     parser.add_argument("--json", type=Path, required=True, metavar="PATH")

@@ -402,16 +402,6 @@ def _info() -> int:
 # --------------------------------------------------------------------------- main
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multiconv",
@@ -425,7 +415,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Run batch_conv on x (32, 4, 16) with per-sample weights (32, 8, 4, 1) on every installed backend, "
         "check that all agree with a float64 reference, and time it against a Python loop over the batch.",
     )
-    demo.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS, metavar="N", help="timed repeats (default: %(default)s)")
+    demo.add_argument(
+        "--repeats", type=_bench.positive_int, default=DEFAULT_REPEATS, metavar="N", help="timed repeats (default: %(default)s)"
+    )
     demo.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the table as JSON to PATH")
     commands.add_parser("info", help="versions, devices and methods of each backend", description="Show versions, devices and methods.")
     bench = commands.add_parser(
