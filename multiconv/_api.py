@@ -11,7 +11,7 @@ from multiconv._spec import ConvSpec, make_spec
 if TYPE_CHECKING:
     from collections.abc import Hashable, Sequence
 
-    from multiconv.backends import Backend
+    from multiconv.backends import Backend, Runner
 
 ArrayT = TypeVar("ArrayT")
 
@@ -21,15 +21,33 @@ Padding = Union[int, str, "Sequence[int]", "Sequence[tuple[int, int]]", "Sequenc
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """What a call will do: the resolved spec, who owns the arrays, who computes."""
+    """What a call will do: the resolved spec, who owns the arrays, who computes, and how."""
 
     spec: ConvSpec
     owner: str
     target: str
     #: Which of ``(x, w, bias)`` are NumPy arrays that must join the owner's framework.
     foreign: tuple[bool, bool, bool] = (False, False, False)
+    #: ``run(x, w, bias)``: the whole call, prepared once (see :func:`_runner`).
+    run: Runner = dataclasses.field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
 
+#: The keyword arguments of ``batch_conv`` after the arrays, with their defaults, in order.
+_DEFAULTS: dict[str, Any] = {
+    "stride": 1,
+    "padding": 0,
+    "dilation": 1,
+    "groups": 1,
+    "padding_mode": "zeros",
+    "layout": "channels_first",
+    "flip": False,
+    "method": "auto",
+    "backend": None,
+    "workspace_limit": None,
+}
+_NAMES = tuple(_DEFAULTS)
+
+_SEQUENCES = frozenset((tuple, list))
 _PLAN_CACHE: dict[Hashable, Plan] = {}
 _PLAN_CACHE_SIZE = 1024
 
@@ -42,51 +60,46 @@ def _freeze(value: object) -> Hashable:
     return (kind, value)
 
 
-def plan(x: Any, w: Any, bias: Any = None, **arguments: Any) -> Plan:
-    """Validate every argument and decide the backend and engine; no array work is done.
+def _resolve(x: Any, w: Any, bias: Any, spatial_dims: int | None, arguments: tuple[Any, ...]) -> Plan:
+    """The plan of a call, from the cache when the arrays' signatures and the arguments were seen before.
 
     Plans are cached by the arrays' signatures (type, shape, dtype, device) and the
-    arguments, so a repeated call skips validation; invalid calls are never cached.
+    arguments (with their types, so that ``True``, ``1`` and ``1.0`` differ), so a
+    repeated call skips validation and preparation; invalid calls are never cached.
     """
-    signatures = tuple(None if a is None else _dispatch.signature(a) for a in (x, w, bias))
-    key: Hashable = None
-    if None not in signatures[:2]:
-        values = tuple(arguments.values())
-        kinds = tuple(map(type, values))
-        # Scalars key by value and type (so that True, 1 and 1.0 differ); sequences need a deep freeze.
-        frozen = tuple(map(_freeze, values)) if tuple in kinds or list in kinds else values
-        key = (signatures, tuple(arguments), kinds, frozen)
-        try:
-            return _PLAN_CACHE[key]
-        except KeyError:
-            pass
-        except TypeError:  # an unhashable argument: validate it the slow way
-            key = None
-    resolved = _plan(x, w, bias, **arguments)
-    if key is not None:
-        if len(_PLAN_CACHE) >= _PLAN_CACHE_SIZE:
-            _PLAN_CACHE.clear()
-        _PLAN_CACHE[key] = resolved
+    kinds = tuple(map(type, arguments))
+    # Scalars key by value and type; sequences need a deep freeze.
+    frozen = arguments if _SEQUENCES.isdisjoint(kinds) else tuple(map(_freeze, arguments))
+    signature = _dispatch.signature
+    key = (spatial_dims, signature(x), signature(w), None if bias is None else signature(bias), kinds, frozen)
+    try:
+        return _PLAN_CACHE[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable argument: validate it the slow way, every time
+        return _plan(x, w, bias, spatial_dims, arguments)
+    resolved = _plan(x, w, bias, spatial_dims, arguments)
+    if len(_PLAN_CACHE) >= _PLAN_CACHE_SIZE:
+        _PLAN_CACHE.clear()
+    _PLAN_CACHE[key] = resolved
     return resolved
 
 
-def _plan(
-    x: Any,
-    w: Any,
-    bias: Any = None,
-    *,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
-    groups: Any = 1,
-    padding_mode: Any = "zeros",
-    layout: Any = "channels_first",
-    flip: Any = False,
-    method: Any = "auto",
-    backend: Any = None,
-    spatial_dims: int | None = None,
-    workspace_limit: Any = None,
-) -> Plan:
+def plan(x: Any, w: Any, bias: Any = None, *, spatial_dims: int | None = None, **arguments: Any) -> Plan:
+    """Validate every argument and decide the backend and engine; no array work is done.
+
+    Takes the arguments of :func:`batch_conv`; ``spatial_dims`` is that of ``batch_conv1d/2d/3d``.
+    """
+    unknown = set(arguments) - set(_NAMES)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    return _resolve(x, w, bias, spatial_dims, tuple(arguments.get(name, default) for name, default in _DEFAULTS.items()))
+
+
+def _plan(x: Any, w: Any, bias: Any, spatial_dims: int | None, arguments: tuple[Any, ...]) -> Plan:
+    """Validate and decide, from scratch (``arguments`` in the order of :data:`_DEFAULTS`)."""
+    named = dict(zip(_NAMES, arguments, strict=True))
+    backend = named.pop("backend")
     arrays = {"x": x, "w": w, "bias": bias}
     owner = _dispatch.owner(arrays)
     target = _dispatch.check_backend_name(backend) or owner
@@ -96,43 +109,44 @@ def _plan(
         infos["x"],
         infos["w"],
         infos.get("bias"),
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-        padding_mode=padding_mode,
-        layout=layout,
-        flip=flip,
-        method=method,
         framework=owner,
         methods=tuple(engines.METHODS),
         spatial_dims=spatial_dims,
-        workspace_limit=workspace_limit,
+        **named,
     )
     if spec.method == "auto":
         spec = dataclasses.replace(spec, method=engines.choose_method(spec))
-    foreign = tuple(a is not None and _dispatch.framework_of(a) != owner for a in (x, w, bias))
-    return Plan(spec, owner, target, foreign)  # type: ignore[arg-type]
+    foreign: tuple[bool, bool, bool] = tuple(a is not None and _dispatch.framework_of(a) != owner for a in (x, w, bias))  # type: ignore[assignment]
+    return Plan(spec, owner, target, foreign, _runner(spec, owner, target, foreign))
+
+
+def _runner(spec: ConvSpec, owner_name: str, target_name: str, foreign: tuple[bool, bool, bool]) -> Runner:
+    """``run(x, w, bias)`` for a plan: the backend's prepared call, with any moves between frameworks around it."""
+    owner: Backend = _dispatch.load(owner_name)  # type: ignore[assignment]
+    if target_name == owner_name:
+        run = owner.prepare(spec)
+    else:
+        target: Backend = _dispatch.load(target_name)  # type: ignore[assignment]
+
+        def run(x: Any, w: Any, bias: Any) -> Any:
+            host = [None if a is None else owner.to_numpy(a, name) for name, a in (("x", x), ("w", w), ("bias", bias))]
+            return owner.from_numpy(target.convolve_numpy(spec, *host), like=x)  # type: ignore[arg-type]
+
+    if not any(foreign):
+        return run
+
+    def joined(x: Any, w: Any, bias: Any) -> Any:
+        # NumPy arrays given beside another framework's arrays join them (device included).
+        arrays = (x, w, bias)
+        like = next(a for a, moved in zip(arrays, foreign, strict=True) if a is not None and not moved)
+        return run(*(owner.from_numpy(a, like) if moved else a for a, moved in zip(arrays, foreign, strict=True)))
+
+    return joined
 
 
 def convolve(x: ArrayT, w: Any, bias: Any, **arguments: Any) -> ArrayT:
     """Validate everything (:func:`plan`), then run the convolution on the chosen backend."""
-    resolved = plan(x, w, bias, **arguments)
-    spec, owner_name, target_name = resolved.spec, resolved.owner, resolved.target
-    owner: Backend = _dispatch.load(owner_name)  # type: ignore[assignment]
-
-    if any(resolved.foreign):
-        # NumPy arrays given beside another framework's arrays join them (device included).
-        arrays: tuple[Any, ...] = (x, w, bias)
-        like = next(a for a, moved in zip(arrays, resolved.foreign, strict=True) if a is not None and not moved)
-        x, w, bias = (owner.from_numpy(a, like) if moved else a for a, moved in zip(arrays, resolved.foreign, strict=True))
-
-    if target_name == owner_name:
-        return owner.convolve(spec, x, w, bias)  # type: ignore[no-any-return]
-    target: Backend = _dispatch.load(target_name)  # type: ignore[assignment]
-    host = [None if a is None else owner.to_numpy(a, name) for name, a in (("x", x), ("w", w), ("bias", bias))]
-    result = target.convolve_numpy(spec, *host)  # type: ignore[arg-type]
-    return owner.from_numpy(result, like=x)  # type: ignore[no-any-return]
+    return plan(x, w, bias, **arguments).run(x, w, bias)  # type: ignore[no-any-return]
 
 
 class BatchConv(Protocol):
@@ -174,22 +188,8 @@ def _entry_point(spatial_dims: int | None, name: str, doc: str) -> BatchConv:
         backend: str | None = None,
         workspace_limit: int | None = None,
     ) -> ArrayT:
-        return convolve(
-            x,
-            w,
-            bias,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            padding_mode=padding_mode,
-            layout=layout,
-            flip=flip,
-            method=method,
-            backend=backend,
-            spatial_dims=spatial_dims,
-            workspace_limit=workspace_limit,
-        )
+        arguments = (stride, padding, dilation, groups, padding_mode, layout, flip, method, backend, workspace_limit)
+        return _resolve(x, w, bias, spatial_dims, arguments).run(x, w, bias)  # type: ignore[no-any-return]
 
     entry.__name__ = entry.__qualname__ = name
     entry.__doc__ = doc

@@ -12,7 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import Callable, Hashable
     from types import ModuleType
 
 #: Backend name -> module implementing it.  Adding a backend = a module + a line here.
@@ -117,10 +117,18 @@ def load(name: str) -> ModuleType:
     return module
 
 
+_SIGNATURE_OF: dict[type, Callable[[object], Hashable]] = {}  # array type -> its backend's signature()
+
+
 def signature(a: object) -> Hashable:
     """Everything validation reads from an array (type, shape, dtype, device), hashable; ``None`` for non-arrays."""
-    kind = framework_of(a)
-    return None if kind is None else load(kind).signature(a)
+    function = _SIGNATURE_OF.get(type(a))
+    if function is None:
+        kind = framework_of(a)
+        if kind is None:
+            return None
+        function = _SIGNATURE_OF[type(a)] = load(kind).signature
+    return function(a)
 
 
 def installed() -> dict[str, bool]:

@@ -1,6 +1,7 @@
 """The engines every backend shares, written once against a small set of array operations.
 
-Each engine takes a :class:`~multiconv._spec.ConvSpec`, the input ``x`` already
+Each engine is built once per :class:`~multiconv._spec.ConvSpec` (all of its
+geometry worked out then) and returns ``run(x, w)``, which takes the input ``x`` already
 padded and channels-first ``(B, C_in, *S_padded)``, and the weight ``w`` as a
 per-sample ``(B, C_out, C_in // groups, *K)`` or shared ``(C_out, C_in // groups, *K)``
 array (flipped if asked), and returns ``(B, C_out, *S_out)``.  The few operations
@@ -19,6 +20,7 @@ object each backend defines; everything else (slicing, reshaping, ``@``, ``*``,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from multiconv._algorithms import fft_blocks, kernel_taps
@@ -64,6 +66,10 @@ class Ops(Protocol):
         """Inverse of :meth:`fft`; ``shape`` is the signal's shape."""
 
 
+def _multiply(a: Any, b: Any) -> Any:
+    return a * b
+
+
 def index(*parts: Any) -> tuple[Any, ...]:
     """An index tuple, spelled as a call (``a[i, *rest]`` needs Python 3.11)."""
     return parts
@@ -75,82 +81,114 @@ def group_weight(spec: ConvSpec, w: Any) -> Any:
     return w.reshape(*lead, spec.groups, spec.group_out_channels, spec.group_in_channels, *spec.kernel)
 
 
-def shift(ops: Ops, spec: ConvSpec, x: Any, w: Any) -> Any:
+#: ``run(x, w) -> y`` for one spec: an engine built by :func:`shift`, :func:`matmul` or :func:`fft`.
+Engine = Callable[[Any, Any], Any]
+
+
+def shift(ops: Ops, spec: ConvSpec) -> Engine:
     """One batched matmul per kernel offset, accumulated; a multiply-add when depthwise.
 
     Per-sample weights fold batch and groups into one matmul batch dim (``B * groups``);
     a shared weight broadcasts over the batch.
     """
-    batch, positions = x.shape[0], math.prod(spec.out_size)
-    cg, og = spec.group_in_channels, spec.group_out_channels
-    taps_count = math.prod(spec.kernel)
-    if spec.per_sample_weight:
-        xg = x.reshape(batch * spec.groups, cg, *x.shape[2:])
-        weights = w.reshape(batch * spec.groups, og, cg, taps_count)
-        lead: tuple[slice, ...] = (_ALL, _ALL)
-        taps_shape: tuple[int, ...] = (batch * spec.groups, cg, positions)
-    else:
-        xg = x.reshape(batch, spec.groups, cg, *x.shape[2:])
-        weights = w.reshape(spec.groups, og, cg, taps_count)
-        lead = (_ALL, _ALL, _ALL)
-        taps_shape = (batch, spec.groups, cg, positions)
-    depthwise = cg == 1
-    whole = tuple(slice(0, size, 1) for size in x.shape[2:])  # a window that is the whole input needs no slicing
-    y = None
-    for number, (_, window) in enumerate(kernel_taps(spec)):
-        taps = xg if window == whole else xg[index(*lead, *window)]
-        if spec.ndim > 1 or not spec.per_sample_weight:
-            taps = taps.reshape(taps_shape)
-        # ([B *] groups, C_out // groups, C_in // groups) for this kernel offset
-        weight = weights.reshape(weights.shape[:-1]) if taps_count == 1 else weights[..., number]
-        term = weight * taps if depthwise else ops.matmul(weight, taps)
-        if y is None:
-            y = term
-        else:
-            y += term  # in place where the framework allows (JAX rebinds)
-    assert y is not None  # noqa: S101 (a kernel has at least one tap)
-    return y.reshape(batch, spec.out_channels, *spec.out_size)
+    groups, cg, og = spec.groups, spec.group_in_channels, spec.group_out_channels
+    positions, taps_count, padded = math.prod(spec.out_size), math.prod(spec.kernel), spec.padded_size
+    per_sample, depthwise, flatten = spec.per_sample_weight, cg == 1, spec.ndim > 1 or not spec.per_sample_weight
+    product = _multiply if depthwise else ops.matmul
+    out_tail = (spec.out_channels, *spec.out_size)
+    lead = (_ALL, _ALL) if per_sample else (_ALL, _ALL, _ALL)
+    whole = tuple(slice(0, size, 1) for size in padded)  # a window that is the whole input needs no slicing
+    windows = tuple(None if window == whole else index(*lead, *window) for _, window in kernel_taps(spec))
+    # Per sample, batch and groups share the leading dim: ``x`` (B * G, Cg, *S), ``w`` (B * G, Og, Cg, taps);
+    # shared, ``x`` keeps a groups dim that ``w`` (G, Og, Cg, taps) broadcasts against.
+    x_tail, taps_tail = ((cg, *padded), (cg, positions)) if per_sample else ((groups, cg, *padded), (groups, cg, positions))
+    # Reshapes that would not change a shape are skipped (each costs a framework call).
+    same_x = per_sample and groups == 1 and spec.ndim == 1  # (B, C_in, L) is already (B * groups, Cg, L)
+
+    if windows == (None,):  # a pointwise kernel over the whole input: one product
+
+        def pointwise(x: Any, w: Any) -> Any:
+            batch = x.shape[0]
+            rows = batch * groups if per_sample else batch
+            xg = x if same_x else x.reshape(rows, *taps_tail)
+            y = product(w.reshape(rows if per_sample else groups, og, cg), xg)
+            return y if same_x else y.reshape(batch, *out_tail)
+
+        return pointwise
+
+    def run(x: Any, w: Any) -> Any:
+        batch = x.shape[0]
+        rows = batch * groups if per_sample else batch
+        xg = x if same_x else x.reshape(rows, *x_tail)
+        w_rows = rows if per_sample else groups
+        stacked = w.reshape(w_rows, og, cg, taps_count)
+        weights = tuple(stacked[..., number] for number in range(taps_count))
+        y = None
+        for window, weight in zip(windows, weights, strict=True):
+            taps = xg if window is None else xg[window]
+            if flatten:
+                taps = taps.reshape(rows, *taps_tail)
+            term = product(weight, taps)
+            if y is None:
+                y = term
+            else:
+                y += term  # in place where the framework allows (JAX rebinds)
+        assert y is not None  # noqa: S101 (a kernel has at least one tap)
+        return y if same_x else y.reshape(batch, *out_tail)
+
+    return run
 
 
-def matmul(ops: Ops, spec: ConvSpec, x: Any, w: Any) -> Any:
+def matmul(ops: Ops, spec: ConvSpec) -> Engine:
     """Copy every window into an im2col buffer, then one batched matmul."""
-    batch, positions, taps, n = x.shape[0], math.prod(spec.out_size), math.prod(spec.kernel), spec.ndim
-    windows = ops.windows(x, spec.kernel, spec.stride, spec.dilation)  # (B, C, *S_out, *K)
-    windows = windows.reshape(batch, spec.groups, spec.group_in_channels, *spec.out_size, *spec.kernel)
+    positions, taps, n = math.prod(spec.out_size), math.prod(spec.kernel), spec.ndim
+    groups, cg = spec.groups, spec.group_in_channels
     order = (0, 1, 2, *range(3 + n, 3 + 2 * n), *range(3, 3 + n))
-    columns = ops.transpose(windows, order).reshape(batch, spec.groups, spec.group_in_channels * taps, positions)
-    weight = group_weight(spec, w)
-    weight = weight.reshape(*weight.shape[: -1 - n], spec.group_in_channels * taps)
-    return ops.matmul(weight, columns).reshape(batch, spec.out_channels, *spec.out_size)
+    grouped_tail = (groups, cg, *spec.out_size, *spec.kernel)
+    out_tail = (spec.out_channels, *spec.out_size)
+
+    def run(x: Any, w: Any) -> Any:
+        batch = x.shape[0]
+        windows = ops.windows(x, spec.kernel, spec.stride, spec.dilation).reshape(batch, *grouped_tail)
+        columns = ops.transpose(windows, order).reshape(batch, groups, cg * taps, positions)
+        weight = group_weight(spec, w)
+        weight = weight.reshape(*weight.shape[: -1 - n], cg * taps)
+        return ops.matmul(weight, columns).reshape(batch, *out_tail)
+
+    return run
 
 
-def fft(ops: Ops, spec: ConvSpec, x: Any, w: Any) -> Any:
+def fft(ops: Ops, spec: ConvSpec) -> Engine:
     """Overlap-save: input blocks and the dilated kernel transformed, multiplied, summed over channels."""
-    blocks = fft_blocks(spec)
-    batch, n = x.shape[0], spec.ndim
-    real = not (ops.is_complex(x) or ops.is_complex(w))
+    blocks, n = fft_blocks(spec), spec.ndim
 
-    extra = tuple(e - s for e, s in zip(blocks.extent, x.shape[2:], strict=True))
-    if any(extra):
-        x = ops.pad_end(x, extra)
-    pieces = ops.windows(x, blocks.nfft, blocks.step, (1,) * n)  # (B, C, *blocks, *nfft)
-    spectrum = ops.fft(pieces, blocks.nfft, real=real)
-    bins = tuple(spectrum.shape[-n:])
-    xs = spectrum.reshape(batch, spec.groups, spec.group_in_channels, blocks.block_count, math.prod(bins))
+    def run(x: Any, w: Any) -> Any:
+        batch = x.shape[0]
+        real = not (ops.is_complex(x) or ops.is_complex(w))
 
-    wg = group_weight(spec, w)
-    kernel = ops.fft(ops.flip(ops.dilate(wg, spec.dilation, blocks.effective), tuple(range(-n, 0))), blocks.nfft, real=real)
-    ws = kernel.reshape(*kernel.shape[:-n], math.prod(bins))  # ([B,] G, Og, Cg, F)
+        extra = tuple(e - s for e, s in zip(blocks.extent, x.shape[2:], strict=True))
+        if any(extra):
+            x = ops.pad_end(x, extra)
+        pieces = ops.windows(x, blocks.nfft, blocks.step, (1,) * n)  # (B, C, *blocks, *nfft)
+        spectrum = ops.fft(pieces, blocks.nfft, real=real)
+        bins = tuple(spectrum.shape[-n:])
+        xs = spectrum.reshape(batch, spec.groups, spec.group_in_channels, blocks.block_count, math.prod(bins))
 
-    if spec.group_in_channels == 1:
-        ys = ws[index(Ellipsis, 0, None, _ALL)] * xs[:, :, 0, None]  # (B, G, Og, blocks, F)
-    else:
-        lead = ws.ndim - 3
-        w_f = ops.transpose(ws, (*range(lead), lead + 2, lead, lead + 1))  # ([B,] G, F, Og, Cg)
-        x_f = ops.transpose(xs, (0, 1, 4, 2, 3))  # (B, G, F, Cg, blocks)
-        ys = ops.transpose(ops.matmul(w_f, x_f), (0, 1, 3, 4, 2))  # (B, G, Og, blocks, F)
-    ys = ys.reshape(batch, spec.out_channels, *blocks.blocks, *bins)
-    return _assemble(ops, spec, blocks, ops.ifft(ys, blocks.nfft, real=real))
+        wg = group_weight(spec, w)
+        kernel = ops.fft(ops.flip(ops.dilate(wg, spec.dilation, blocks.effective), tuple(range(-n, 0))), blocks.nfft, real=real)
+        ws = kernel.reshape(*kernel.shape[:-n], math.prod(bins))  # ([B,] G, Og, Cg, F)
+
+        if spec.group_in_channels == 1:
+            ys = ws[index(Ellipsis, 0, None, _ALL)] * xs[:, :, 0, None]  # (B, G, Og, blocks, F)
+        else:
+            lead = ws.ndim - 3
+            w_f = ops.transpose(ws, (*range(lead), lead + 2, lead, lead + 1))  # ([B,] G, F, Og, Cg)
+            x_f = ops.transpose(xs, (0, 1, 4, 2, 3))  # (B, G, F, Cg, blocks)
+            ys = ops.transpose(ops.matmul(w_f, x_f), (0, 1, 3, 4, 2))  # (B, G, Og, blocks, F)
+        ys = ys.reshape(batch, spec.out_channels, *blocks.blocks, *bins)
+        return _assemble(ops, spec, blocks, ops.ifft(ys, blocks.nfft, real=real))
+
+    return run
 
 
 def _assemble(ops: Ops, spec: ConvSpec, blocks: FFTBlocks, transformed: Any) -> Any:

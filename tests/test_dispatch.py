@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import numpy as np
 import pytest
 from support import BACKENDS, as_backend, to_numpy
 
 import multiconv
-from multiconv import _dispatch
+from multiconv import _api, _dispatch
 from multiconv.testing import assert_matches_reference
 
 needs_torch = pytest.mark.skipif("torch" not in BACKENDS, reason="torch backend not requested")
@@ -179,3 +181,37 @@ def test_numpy_big_endian_and_bfloat16_join_torch() -> None:
     ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes arrives with JAX")
     yb = multiconv.batch_conv(x.astype(ml_dtypes.bfloat16), torch.from_numpy(w).to(torch.bfloat16))
     assert yb.dtype == torch.bfloat16
+
+
+def test_plan_defaults_match_the_entry_points() -> None:
+    """The fast path passes the keyword arguments positionally, in the order of ``_api._DEFAULTS``."""
+    for entry in (multiconv.batch_conv, multiconv.batch_conv1d, multiconv.batch_conv2d, multiconv.batch_conv3d):
+        keyword_only = [p for p in inspect.signature(entry).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        assert [(p.name, p.default) for p in keyword_only] == list(_api._DEFAULTS.items())
+
+
+@pytest.mark.parametrize(
+    ("name", "valid", "invalid"),
+    [
+        ("stride", 1, True),
+        ("stride", 1, 1.0),
+        ("flip", True, 1),
+        ("groups", 1, True),
+        ("padding", ((1, 1),), ((1, True),)),
+        ("dilation", (1,), (1.0,)),
+    ],
+)
+def test_cached_plans_do_not_accept_equal_values_of_another_type(name: str, valid: Any, invalid: Any) -> None:
+    """``True == 1 == 1.0``, but only one of them is a valid argument: the plan cache keys by type too."""
+    x, w = readme_arrays()
+    multiconv.batch_conv(x, w, **{name: valid})  # cached now
+    with pytest.raises(TypeError, match=name):
+        multiconv.batch_conv(x, w, **{name: invalid})
+
+
+def test_a_repeated_call_reuses_its_plan() -> None:
+    x, w = readme_arrays()
+    multiconv.batch_conv(x, w, padding=[0])
+    first = _api.plan(x, w, padding=(0,))
+    assert _api.plan(x, w, padding=(0,)) is first
+    assert _api.plan(x, w, padding=(0,), method="shift").spec.method == "shift"

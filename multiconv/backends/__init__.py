@@ -6,21 +6,26 @@ translates it into its framework's calls; it never validates user arguments.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Mapping
+    from collections.abc import Hashable, Mapping
 
     import numpy as np
 
     from multiconv._spec import ArrayInfo, ConvSpec
 
 
+#: ``run(x, w, bias) -> y``: the whole convolution of one spec, prepared by a backend.
+Runner = Callable[[Any, Any, Any], Any]
+
+
 class Backend(Protocol):
     """The functions every backend module defines."""
 
-    #: Engine name -> ``engine(spec, x, w) -> y``; see each module for the array conventions.
-    METHODS: Mapping[str, Callable[..., Any]]
+    #: Engine name -> builder: ``METHODS[name](spec)`` is ``run(x, w) -> y`` (see :mod:`multiconv._engines`).
+    METHODS: Mapping[str, Callable[[ConvSpec], Callable[[Any, Any], Any]]]
 
     @staticmethod
     def signature(a: Any) -> Hashable:
@@ -41,6 +46,10 @@ class Backend(Protocol):
     @staticmethod
     def choose_method(spec: ConvSpec) -> str:
         """The engine ``method="auto"`` uses for ``spec``."""
+
+    @staticmethod
+    def prepare(spec: ConvSpec) -> Runner:
+        """``run(x, w, bias)`` for this framework's arrays: :func:`convolve` with every decision taken once."""
 
     @staticmethod
     def convolve(spec: ConvSpec, x: Any, w: Any, bias: Any) -> Any:

@@ -8,7 +8,7 @@ costs one dispatch and, inside the caller's ``jit``, it is inlined.
 from __future__ import annotations
 
 import contextlib
-from functools import partial
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, Final
 
 import jax
@@ -26,7 +26,9 @@ from multiconv.backends import host_array, spatial_slices
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Mapping
 
+    from multiconv._engines import Engine
     from multiconv._spec import ConvSpec
+    from multiconv.backends import Runner
 
 _JAX_PAD_MODES: Final = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 _SPATIAL: Final = "DHW"
@@ -94,29 +96,36 @@ def _conv_kwargs(spec: ConvSpec) -> dict[str, Any]:
     }
 
 
-def _vmap(spec: ConvSpec, x: jax.Array, w: jax.Array) -> jax.Array:
+def _vmap(spec: ConvSpec) -> Engine:
     """``jax.vmap`` of the framework convolution over the batch (plain call for a shared weight)."""
     kwargs = _conv_kwargs(spec)
-    if not spec.per_sample_weight:
-        return lax.conv_general_dilated(x, w, **kwargs)
 
     def one(xb: jax.Array, wb: jax.Array) -> jax.Array:
         return lax.conv_general_dilated(xb[None], wb, **kwargs)[0]
 
-    result: jax.Array = jax.vmap(one)(x, w)
-    return result
+    def run(x: jax.Array, w: jax.Array) -> jax.Array:
+        if not spec.per_sample_weight:
+            return lax.conv_general_dilated(x, w, **kwargs)
+        result: jax.Array = jax.vmap(one)(x, w)
+        return result
+
+    return run
 
 
-def _loop(spec: ConvSpec, x: jax.Array, w: jax.Array) -> jax.Array:
+def _loop(spec: ConvSpec) -> Engine:
     """One framework convolution per sample, unrolled inside the compiled call.
 
     XLA's CPU convolution is much faster ungrouped than grouped (which ``vmap``
     becomes), at the price of a compile time that grows with the batch.
     """
     kwargs = _conv_kwargs(spec)
-    if not spec.per_sample_weight:
-        return lax.conv_general_dilated(x, w, **kwargs)
-    return jnp.concatenate([lax.conv_general_dilated(x[b : b + 1], w[b], **kwargs) for b in range(x.shape[0])])
+
+    def run(x: jax.Array, w: jax.Array) -> jax.Array:
+        if not spec.per_sample_weight:
+            return lax.conv_general_dilated(x, w, **kwargs)
+        return jnp.concatenate([lax.conv_general_dilated(x[b : b + 1], w[b], **kwargs) for b in range(x.shape[0])])
+
+    return run
 
 
 class _JaxOps:
@@ -173,7 +182,8 @@ class _JaxOps:
 
 OPS: Final = _JaxOps()
 
-METHODS: Final[Mapping[str, Callable[[ConvSpec, jax.Array, jax.Array], jax.Array]]] = {
+#: Engine name -> builder: ``METHODS[name](spec)`` is ``run(x, w)`` (see :mod:`multiconv._engines`).
+METHODS: Final[Mapping[str, Callable[[ConvSpec], Engine]]] = {
     "vmap": _vmap,
     "loop": _loop,
     "shift": partial(_engines.shift, OPS),
@@ -187,6 +197,12 @@ def _pad(x: jax.Array, spec: ConvSpec) -> jax.Array:
     if not any(lo or hi for lo, hi in spec.padding):
         return x
     return jnp.pad(x, ((0, 0), (0, 0), *spec.padding), mode=_JAX_PAD_MODES[spec.padding_mode])
+
+
+@lru_cache(maxsize=1024)
+def prepare(spec: ConvSpec) -> Runner:
+    """``run(x, w, bias)``: the jitted convolution for ``spec`` (see :func:`convolve`)."""
+    return partial(_convolve_jit, spec)
 
 
 def convolve(spec: ConvSpec, x: jax.Array, w: jax.Array, bias: jax.Array | None) -> jax.Array:
@@ -209,12 +225,12 @@ def _convolve(spec: ConvSpec, x: jax.Array, w: jax.Array, bias: jax.Array | None
         w = w[0]
     if spec.flip:
         w = jnp.flip(w, axis=tuple(range(-spec.ndim, 0)))
-    engine = METHODS[spec.method]
+    engine = METHODS[spec.method](spec)
     if spec.batch == 0:
         y = jnp.zeros((0, spec.out_channels, *spec.out_size), compute)
     else:
         parts = [
-            engine(spec, _pad(x[part], spec), w[part] if spec.per_sample_weight else w)
+            engine(_pad(x[part], spec), w[part] if spec.per_sample_weight else w)
             for part in batch_slices(spec, spec.method, np.dtype(compute).itemsize)
         ]
         y = parts[0] if len(parts) == 1 else jnp.concatenate(parts)

@@ -6,7 +6,7 @@ engines' array conventions are those of :mod:`multiconv._engines`.
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -22,7 +22,9 @@ from multiconv.backends import spatial_slices
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Mapping
 
+    from multiconv._engines import Engine
     from multiconv._spec import ConvSpec
+    from multiconv.backends import Runner
 
 _NUMPY_PAD_MODES: Final = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 _ALL: Final = slice(None)
@@ -55,15 +57,6 @@ def to_numpy(a: np.ndarray, name: str) -> np.ndarray:  # noqa: ARG001
 def choose_method(spec: ConvSpec) -> str:
     """The engine for ``method="auto"`` (see :mod:`multiconv._cost`)."""
     return choose("numpy", spec, tuple(METHODS), accelerator=False)
-
-
-def _pad(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """Apply all of the padding (mode padding and zero padding) to channels-first ``x``."""
-    if not any(lo or hi for lo, hi in spec.padding):
-        return x
-    widths = ((0, 0), (0, 0), *spec.padding)
-    padded: np.ndarray = np.pad(x, widths, mode=_NUMPY_PAD_MODES[spec.padding_mode])  # type: ignore[call-overload]
-    return padded
 
 
 class _NumpyOps:
@@ -122,17 +115,23 @@ class _NumpyOps:
 OPS: Final = _NumpyOps()
 
 
-def _einsum(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+def _einsum(spec: ConvSpec) -> Engine:
     """Contract strided windows of ``x`` with the weight in one ``numpy.einsum``."""
     s, k = _SPATIAL[: spec.ndim], _KERNEL[: spec.ndim]
-    lead = "b" if spec.per_sample_weight else ""
-    windows = OPS.windows(x, spec.kernel, spec.stride, spec.dilation)
-    windows = windows.reshape(x.shape[0], spec.groups, spec.group_in_channels, *spec.out_size, *spec.kernel)
-    y: np.ndarray = np.einsum(f"bgc{s}{k},{lead}goc{k}->bgo{s}", windows, group_weight(spec, w), optimize=True)
-    return y.reshape(x.shape[0], spec.out_channels, *spec.out_size)
+    subscripts = f"bgc{s}{k},{'b' if spec.per_sample_weight else ''}goc{k}->bgo{s}"
+    grouped_tail = (spec.groups, spec.group_in_channels, *spec.out_size, *spec.kernel)
+    out_tail = (spec.out_channels, *spec.out_size)
+
+    def run(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        windows = OPS.windows(x, spec.kernel, spec.stride, spec.dilation).reshape(x.shape[0], *grouped_tail)
+        y: np.ndarray = np.einsum(subscripts, windows, group_weight(spec, w), optimize=True)
+        return y.reshape(x.shape[0], *out_tail)
+
+    return run
 
 
-METHODS: Final[Mapping[str, Callable[[ConvSpec, np.ndarray, np.ndarray], np.ndarray]]] = {
+#: Engine name -> builder: ``METHODS[name](spec)`` is ``run(x, w)`` (see :mod:`multiconv._engines`).
+METHODS: Final[Mapping[str, Callable[[ConvSpec], Engine]]] = {
     "einsum": _einsum,
     "shift": partial(_engines.shift, OPS),
     "matmul": partial(_engines.matmul, OPS),
@@ -145,30 +144,63 @@ def _compute_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize < 4 else dtype  # noqa: PLR2004
 
 
+def _batched(spec: ConvSpec, compute: np.dtype) -> Engine:
+    """The engine on the padded input, in batch chunks where the workspace limit asks for them."""
+    engine = METHODS[spec.method](spec)
+    padding = ((0, 0), (0, 0), *spec.padding) if any(lo or hi for lo, hi in spec.padding) else None
+    pad_mode, per_sample = _NUMPY_PAD_MODES[spec.padding_mode], spec.per_sample_weight
+
+    def pad(x: np.ndarray) -> np.ndarray:
+        return x if padding is None else np.pad(x, padding, mode=pad_mode)  # type: ignore[call-overload]
+
+    if spec.batch and batch_chunk(spec, spec.method, compute.itemsize) >= spec.batch:
+        return lambda x, w: engine(pad(x), w)
+    chunks = tuple(batch_slices(spec, spec.method, compute.itemsize)) if spec.batch else ()
+    out_shape = (spec.batch, spec.out_channels, *spec.out_size)
+
+    def chunked(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        y = np.zeros(out_shape, compute)
+        for part in chunks:
+            y[part] = engine(pad(x[part]), w[part] if per_sample else w)
+        return y
+
+    return chunked
+
+
+@lru_cache(maxsize=1024)
+def prepare(spec: ConvSpec) -> Runner:
+    """``run(x, w, bias)``: the whole convolution for ``spec``, every decision taken once, here."""
+    out_dtype = np.dtype(spec.dtype)
+    compute = _compute_dtype(out_dtype)
+    engine = _batched(spec, compute)
+    narrow = None if compute == out_dtype else out_dtype
+    channels_last, broadcast = spec.channels_last, spec.weight_kind == "broadcast"
+    flip_axes = tuple(range(-spec.ndim, 0)) if spec.flip else None
+    bias_shape = spec.bias_shape
+
+    def run(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        # One memory order in, one summation order out: strided views give bitwise the same result.
+        x, w = np.ascontiguousarray(x, dtype=compute), np.ascontiguousarray(w, dtype=compute)
+        if channels_last:
+            x = np.moveaxis(x, -1, 1)
+        if broadcast:
+            w = w[0]
+        if flip_axes is not None:
+            w = np.flip(w, axis=flip_axes)
+        y = engine(x, w)
+        if channels_last:
+            y = np.moveaxis(y, 1, -1)
+        if bias is not None:
+            y = y + bias.astype(compute, copy=False).reshape(bias_shape)
+        return np.ascontiguousarray(y if narrow is None else y.astype(narrow))
+
+    return run
+
+
 def convolve(spec: ConvSpec, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     """The whole convolution on NumPy arrays; the result has ``x``'s dtype."""
-    out_dtype = x.dtype
-    compute = _compute_dtype(out_dtype)
-    # One memory order in, one summation order out: strided views give bitwise the same result.
-    x, w = np.ascontiguousarray(x, dtype=compute), np.ascontiguousarray(w, dtype=compute)
-    if spec.channels_last:
-        x = np.moveaxis(x, -1, 1)
-    if spec.weight_kind == "broadcast":
-        w = w[0]
-    if spec.flip:
-        w = np.flip(w, axis=tuple(range(-spec.ndim, 0)))
-    engine = METHODS[spec.method]
-    if spec.batch and batch_chunk(spec, spec.method, compute.itemsize) >= spec.batch:
-        y = engine(spec, _pad(x, spec), w)
-    else:
-        y = np.zeros((spec.batch, spec.out_channels, *spec.out_size), np.result_type(x, w))
-        for part in batch_slices(spec, spec.method, compute.itemsize) if spec.batch else ():
-            y[part] = engine(spec, _pad(x[part], spec), w[part] if spec.per_sample_weight else w)
-    if spec.channels_last:
-        y = np.moveaxis(y, 1, -1)
-    if bias is not None:
-        y = y + bias.astype(compute, copy=False).reshape(spec.bias_shape)
-    return np.ascontiguousarray(y.astype(out_dtype, copy=False))
+    result: np.ndarray = prepare(spec)(x, w, bias)
+    return result
 
 
 def convolve_numpy(spec: ConvSpec, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:

@@ -7,16 +7,17 @@
 
 from __future__ import annotations
 
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, Final
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 
 from multiconv import _engines
-from multiconv._algorithms import batch_chunk, batch_slices
+from multiconv._algorithms import batch_chunk
 from multiconv._cost import choose
 from multiconv._engines import index
-from multiconv._spec import ArrayInfo
+from multiconv._spec import HALF_DTYPES, ArrayInfo
 from multiconv.backends import host_array, spatial_slices
 
 if TYPE_CHECKING:
@@ -24,10 +25,11 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from multiconv._engines import Engine
     from multiconv._spec import ConvSpec
+    from multiconv.backends import Runner
 
 _CONV: Final = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_HALF: Final = (torch.float16, torch.bfloat16)
 
 
 def signature(a: torch.Tensor) -> Hashable:
@@ -86,27 +88,32 @@ def _pad(x: torch.Tensor, pairs: tuple[tuple[int, int], ...], mode: str) -> torc
     return F.pad(x, flat, mode=mode)
 
 
-def _grouped(spec: ConvSpec, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _grouped(spec: ConvSpec) -> Engine:
     """Per-sample weights as one convolution with ``groups = B * groups``."""
-    pairs = spec.zero_padding
-    if all(lo == hi for lo, hi in pairs):
-        padding = [lo for lo, _ in pairs]
-    else:
-        x, padding = _pad(x, pairs, "zeros"), [0] * spec.ndim
-    conv = _CONV[spec.ndim]
-    if not spec.per_sample_weight:
-        return conv(x, w, None, spec.stride, padding, spec.dilation, spec.groups)
-    batch = x.shape[0]
-    folded = conv(
-        x.reshape(1, batch * spec.in_channels, *x.shape[2:]),
-        w.reshape(batch * spec.out_channels, *w.shape[2:]),
-        None,
-        spec.stride,
-        padding,
-        spec.dilation,
-        batch * spec.groups,
-    )
-    return folded.reshape(batch, spec.out_channels, *folded.shape[2:])
+    pairs, conv = spec.zero_padding, _CONV[spec.ndim]
+    symmetric = all(lo == hi for lo, hi in pairs)
+    padding = [lo for lo, _ in pairs] if symmetric else [0] * spec.ndim
+    stride, dilation, groups = list(spec.stride), list(spec.dilation), spec.groups
+    in_channels, out_channels, per_sample = spec.in_channels, spec.out_channels, spec.per_sample_weight
+
+    def run(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if not symmetric:
+            x = _pad(x, pairs, "zeros")
+        if not per_sample:
+            return conv(x, w, None, stride, padding, dilation, groups)
+        batch = x.shape[0]
+        folded = conv(
+            x.reshape(1, batch * in_channels, *x.shape[2:]),
+            w.reshape(batch * out_channels, *w.shape[2:]),
+            None,
+            stride,
+            padding,
+            dilation,
+            batch * groups,
+        )
+        return folded.reshape(batch, out_channels, *folded.shape[2:])
+
+    return run
 
 
 class _TorchOps:
@@ -166,18 +173,20 @@ class _TorchOps:
 OPS: Final = _TorchOps()
 
 
-def _shared(
-    engine: Callable[[Any, ConvSpec, torch.Tensor, torch.Tensor], torch.Tensor],
-) -> Callable[[ConvSpec, torch.Tensor, torch.Tensor], torch.Tensor]:
+def _shared(engine: Callable[[Any, ConvSpec], Engine]) -> Callable[[ConvSpec], Engine]:
     """A shared engine on the zero-padded input (only ``grouped`` pads inside the convolution)."""
 
-    def run(spec: ConvSpec, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return engine(OPS, spec, _pad(x, spec.zero_padding, "zeros"), w)
+    def build(spec: ConvSpec) -> Engine:
+        run, pairs = engine(OPS, spec), spec.zero_padding
+        if not any(lo or hi for lo, hi in pairs):
+            return run
+        return lambda x, w: run(_pad(x, pairs, "zeros"), w)
 
-    return run
+    return build
 
 
-METHODS: Final[Mapping[str, Callable[[ConvSpec, torch.Tensor, torch.Tensor], torch.Tensor]]] = {
+#: Engine name -> builder: ``METHODS[name](spec)`` is ``run(x, w)`` (see :mod:`multiconv._engines`).
+METHODS: Final[Mapping[str, Callable[[ConvSpec], Engine]]] = {
     "grouped": _grouped,
     "shift": _shared(_engines.shift),
     "matmul": _shared(_engines.matmul),
@@ -191,36 +200,67 @@ def _empty_result(spec: ConvSpec, x: torch.Tensor, w: torch.Tensor) -> torch.Ten
     return x.new_zeros(shape) + 0 * (x.sum() + w.sum())
 
 
+def _batched(spec: ConvSpec, itemsize: int) -> Engine:
+    """The engine on the mode-padded input, in batch chunks where the workspace limit asks for them."""
+    engine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = METHODS[spec.method](spec)
+    mode_padding, padding_mode = spec.mode_padding, spec.padding_mode
+    mode_padded = any(lo or hi for lo, hi in mode_padding)
+    batch, per_sample = spec.batch, spec.per_sample_weight
+    chunk = batch_chunk(spec, spec.method, itemsize)
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        return _pad(x, mode_padding, padding_mode) if mode_padded else x
+
+    if batch == 0:
+        return partial(_empty_result, spec)
+    if chunk >= batch:
+        return engine if not mode_padded else lambda x, w: engine(pad(x), w)
+
+    def chunked(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.cat([engine(pad(x[b : b + chunk]), w[b : b + chunk] if per_sample else w) for b in range(0, batch, chunk)])
+
+    return chunked
+
+
+@lru_cache(maxsize=1024)
+def prepare(spec: ConvSpec) -> Runner:
+    """``run(x, w, bias)``: the whole convolution for ``spec``, every decision taken once, here.
+
+    The result has ``x``'s dtype and device.  CPU kernels would accumulate half
+    precision in half, and cuFFT takes half only at power-of-two sizes: there the
+    work is done in float32.
+    """
+    widen = spec.dtype in HALF_DTYPES and (not _on_accelerator(spec) or spec.method == "fft")
+    itemsize = 4 if widen else getattr(torch, spec.dtype).itemsize
+    engine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _batched(spec, itemsize)
+    channels_last, broadcast = spec.channels_last, spec.weight_kind == "broadcast"
+    flip_dims = tuple(range(-spec.ndim, 0)) if spec.flip else None
+    bias_shape = spec.bias_shape
+
+    def run(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        out_dtype = x.dtype
+        if widen:
+            x, w = x.float(), w.float()
+        if channels_last:
+            x = x.movedim(-1, 1)
+        if broadcast:
+            w = w[0]
+        if flip_dims is not None:
+            w = w.flip(flip_dims)
+        y = engine(x, w)
+        if channels_last:
+            y = y.movedim(1, -1)
+        if bias is not None:
+            y = y + bias.to(y.dtype).reshape(bias_shape)
+        return y.to(out_dtype) if widen else y
+
+    return run
+
+
 def convolve(spec: ConvSpec, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """The whole convolution on tensors; the result has ``x``'s dtype and device."""
-    out_dtype = x.dtype
-    # CPU kernels would accumulate half precision in half, and cuFFT takes half only at
-    # power-of-two sizes: compute in float32 there instead.
-    widen = out_dtype in _HALF and (x.device.type == "cpu" or spec.method == "fft")
-    if widen:
-        x, w = x.float(), w.float()
-    if spec.channels_last:
-        x = x.movedim(-1, 1)
-    if spec.weight_kind == "broadcast":
-        w = w[0]
-    if spec.flip:
-        w = w.flip(tuple(range(-spec.ndim, 0)))
-    engine = METHODS[spec.method]
-    if spec.batch == 0:
-        y = _empty_result(spec, x, w)
-    elif batch_chunk(spec, spec.method, x.element_size()) >= spec.batch:
-        y = engine(spec, _pad(x, spec.mode_padding, spec.padding_mode), w)
-    else:
-        parts = [
-            engine(spec, _pad(x[part], spec.mode_padding, spec.padding_mode), w[part] if spec.per_sample_weight else w)
-            for part in batch_slices(spec, spec.method, x.element_size())
-        ]
-        y = torch.cat(parts)
-    if spec.channels_last:
-        y = y.movedim(1, -1)
-    if bias is not None:
-        y = y + bias.to(y.dtype).reshape(spec.bias_shape)
-    return y.to(out_dtype) if widen else y
+    result: torch.Tensor = prepare(spec)(x, w, bias)
+    return result
 
 
 def convolve_numpy(spec: ConvSpec, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
