@@ -125,7 +125,7 @@ def render(data: dict[str, Any]) -> str:
         ),
         (
             f"- Method: each backend in its own process; every candidate checked against the float64 reference, then "
-            f"{data['settings']['rounds']} interleaved rounds (order shuffled per round) of blocks of at least "
+            f"{data['settings']['rounds']} interleaved rounds (order shuffled per round) of an untimed call and a block of at least "
             f"{data['settings']['block_seconds'] * 1e3:.0f} ms; the time is the best round, per call. GFLOP/s is "
             "`2 * MACs / time`; %GEMM compares it with the framework's own float32 1024x1024 matmul, timed in the same "
             "rounds. JAX candidates (multiconv and baselines alike) run under `jax.jit`. Peak memory: tracemalloc "

@@ -11,7 +11,7 @@ shape of :data:`SHAPES` is computed by
 
 Every candidate is first checked against :func:`multiconv.testing.reference_conv`
 (so a wrong candidate cannot win), then timed in interleaved rounds: each round
-runs a block of calls of every candidate, one after the other, together with a
+runs an untimed call and then a block of calls of every candidate, one after the other, together with a
 square float32 GEMM of the same framework, so that all of them see the same
 machine state.  The best (minimum) over rounds is reported, as time per call,
 GFLOP/s (``2 * MACs / time``) and percentage of the GEMM's best rate: on a shared,
@@ -126,7 +126,7 @@ class Settings:
     """How long to measure: rounds, the target length of one block of calls, the slow-candidate cap."""
 
     rounds: int = 7
-    block_seconds: float = 0.02
+    block_seconds: float = 0.05
     time_cap: float = 2.0
     gemm_size: int = 1024
     quick: bool = False
@@ -850,7 +850,9 @@ def _run_rounds(
                 if trial.status != "ok" or fn is None:
                     continue
                 try:
-                    trial.samples.append(_time_block(functools.partial(fn, x, w), fw.sync, trial.calls))
+                    call = functools.partial(fn, x, w)
+                    fw.sync(call())  # untimed: the first call after another candidate refills caches and the allocator
+                    trial.samples.append(_time_block(call, fw.sync, trial.calls))
                 except Exception as error:  # noqa: BLE001  (one failing candidate must not stop the benchmark)
                     trial.status, trial.note = "error", _short(error)
     return gemm_samples, gemm_flop
