@@ -11,6 +11,10 @@ The public names are
 
 - :func:`reference_conv`: the convolution of the contract, in float64 (complex128 for
   complex inputs), as a NumPy array;
+- :func:`reference_conv_vjp`: the gradients ``(grad_x, grad_w, grad_bias)`` of that
+  convolution for a cotangent ``grad_y`` (the vector-Jacobian product, no
+  conjugation), computed by scattering ``grad_y`` back through every kernel offset
+  and folding padded borders back onto the positions they were copied from;
 - :func:`error_bound`: the contract's elementwise tolerance
   ``c * n * eps(dtype) * (conv(|x|, |w|) + |bias|) + tiny``;
 - :func:`assert_conv_close`: checks array type, device, dtype, shape and then values
@@ -37,6 +41,7 @@ __all__ = [
     "assert_matches_reference",
     "error_bound",
     "reference_conv",
+    "reference_conv_vjp",
 ]
 
 _PADDING_MODES: dict[str, Literal["constant", "reflect", "edge", "wrap"]] = {
@@ -423,6 +428,229 @@ def _correlate(
             # (B, Og, Cg) x (B, Cg, *S_out) -> (B, Og, *S_out)
             y_g += np.einsum("boc,bc...->bo...", w_g[w_index], x_g[x_index])
     return y
+
+
+# ------------------------------------------------------------------------------ vjp
+
+
+def reference_conv_vjp(
+    x: Any,
+    w: Any,
+    bias: Any = None,
+    *,
+    grad_y: Any,
+    stride: int | Sequence[int] = 1,
+    padding: int | str | Sequence[int] | Sequence[tuple[int, int]] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    layout: str = "channels_first",
+    flip: bool = False,
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any] | None]:
+    """Gradients of :func:`reference_conv` for a cotangent ``grad_y``, in float64.
+
+    The vector-Jacobian product of ``(x, w, bias) -> y``: the linear transpose of
+    the map's derivative at ``(x, w, bias)``, applied to ``grad_y``, without
+    conjugation (the convention of ``jax.vjp``).  With ``<a, b> = sum(a * b)``
+    (bilinear, also for complex arrays) it satisfies ``<conv(x', w), grad_y> =
+    <x', grad_x>`` for every ``x'``, ``<conv(x, w'), grad_y> = <w', grad_w>`` for
+    every ``w'`` and ``<bias' broadcast over y, grad_y> = <bias', grad_bias>``.
+
+    It is computed independently of :func:`reference_conv`: for every group and
+    kernel offset, ``grad_y`` is scattered into a gradient of the padded input and
+    correlated with the window of the padded input that the offset reads.  The
+    padding is applied through one index map per axis (``numpy.pad`` of
+    ``arange``), so its adjoint adds each padded position's gradient onto the input
+    position it was copied from (zeros: dropped).
+
+    ``jax.vjp`` returns this VJP itself.  PyTorch autograd differentiates complex
+    tensors with the conjugate Wirtinger convention: for this bilinear map,
+    ``tensor.grad`` after ``y.backward(g)`` is ``conj(vjp(conj(g)))`` at the same
+    point, which is also the VJP of ``g`` at ``(conj(x), conj(w), conj(bias))``.
+    For real inputs the conventions agree.
+
+    Parameters
+    ----------
+    x, w, bias : array
+        As for :func:`reference_conv`: ``x`` is ``(B, C_in, *S)`` (or ``(B, *S,
+        C_in)`` with ``layout="channels_last"``), ``w`` per sample ``(B, C_out,
+        C_in // groups, *K)``, broadcast ``(1, ...)`` or shared ``(C_out,
+        C_in // groups, *K)``; ``bias`` ``None``, ``(C_out,)``, ``(B, C_out)`` or
+        ``(1, C_out)``.  NumPy arrays, torch tensors or JAX arrays.
+    grad_y : array
+        The cotangent, keyword-only: the shape of the convolution's result,
+        ``(B, C_out, *S_out)`` (or ``(B, *S_out, C_out)``).
+    stride, padding, dilation, groups, padding_mode, layout, flip
+        As for :func:`reference_conv`.
+
+    Returns
+    -------
+    grad_x, grad_w, grad_bias : numpy.ndarray
+        float64, or complex128 if any of ``x``, ``w``, ``bias``, ``grad_y`` is
+        complex, each with exactly the shape of its input (``grad_x`` in
+        ``layout``).  The gradient of a broadcast or shared weight, or of a bias
+        without a per-sample batch dim, is summed over the batch; ``grad_bias`` is
+        ``None`` when ``bias`` is.  ``B = 0`` gives zeros.
+
+    Raises
+    ------
+    ValueError
+        As :func:`reference_conv`, and when ``grad_y`` does not have the shape of
+        the convolution's result.
+    TypeError
+        For an input that is not an array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(5.0).reshape(1, 1, 5)
+    >>> w = np.array([[[[1.0, 0.0, -1.0]]]])  # (B=1, C_out=1, C_in=1, K=3)
+    >>> gx, gw, gb = reference_conv_vjp(x, w, np.zeros(1), grad_y=np.ones((1, 1, 3)))
+    >>> gx
+    array([[[ 1.,  1.,  0., -1., -1.]]])
+    >>> gw
+    array([[[[3., 6., 9.]]]])
+    >>> gb
+    array([3.])
+    >>> w2 = np.array([[[[1.0, 2.0, 4.0]]]])  # replicated edges pass their gradient back
+    >>> reference_conv_vjp(x, w2, grad_y=np.ones((1, 1, 5)), padding=1, padding_mode="replicate")[0]
+    array([[[ 4.,  7.,  7.,  7., 10.]]])
+    """
+    arrays = [_to_numpy(x), _to_numpy(w), _to_numpy(grad_y)] + ([] if bias is None else [_to_numpy(bias)])
+    compute = np.complex128 if any(np.iscomplexobj(a) for a in arrays) else np.float64
+    xa, wa, gy = (a.astype(compute) for a in arrays[:3])
+    n = xa.ndim - 2
+    if not 1 <= n <= _MAX_SPATIAL_DIMS:
+        msg = f"x.shape={xa.shape} must have 3 to 5 dims (B, C, 1 to 3 spatial dims)"
+        raise ValueError(msg)
+    _check_choice("layout", layout, _LAYOUTS)
+    _check_choice("padding_mode", padding_mode, tuple(_PADDING_MODES))
+    channels_last = layout == "channels_last"
+    if channels_last:
+        xa = np.moveaxis(xa, -1, 1)
+    batch, c_in, *spatial = xa.shape
+    w_full = _weights_per_sample(wa, n, batch)
+    _check_groups(groups, c_in, w_full.shape)
+    c_out, kernel = w_full.shape[1], w_full.shape[3:]
+    if bias is not None:
+        _bias_per_sample(arrays[3], batch, c_out)  # validates the shape
+    strides = _int_tuple(stride, n, "stride")
+    dilations = _int_tuple(dilation, n, "dilation")
+    pads = _resolve_padding(padding, spatial, kernel, strides, dilations)
+    index_maps = [_padding_index(length, lo, hi, padding_mode) for length, (lo, hi) in zip(spatial, pads, strict=True)]
+    out_shape = _vjp_output_shape(index_maps, kernel, strides, dilations)
+    expected = (batch, *out_shape, c_out) if channels_last else (batch, c_out, *out_shape)
+    if gy.shape != expected:
+        msg = f"grad_y.shape={gy.shape} must be the shape of the convolution's result, {expected}"
+        raise ValueError(msg)
+    if channels_last:
+        gy = np.moveaxis(gy, -1, 1)
+
+    xpad = xa
+    for axis, index_map in enumerate(index_maps):
+        xpad = _pad_by_index(xpad, index_map, axis + 2)
+    kernel_axes = tuple(range(3, 3 + n))
+    wk = np.flip(w_full, axis=kernel_axes) if flip else w_full
+    grad_xpad, grad_wk = _scatter_offsets(xpad, wk, gy, strides, dilations, groups=groups)
+    grad_x = grad_xpad
+    for axis, (index_map, length) in enumerate(zip(index_maps, spatial, strict=True)):
+        grad_x = _unpad_by_index(grad_x, index_map, length, axis + 2)
+    if channels_last:
+        grad_x = np.moveaxis(grad_x, 1, -1)
+    grad_w = _sum_to_shape(np.flip(grad_wk, axis=kernel_axes) if flip else grad_wk, wa.shape)
+    grad_bias = None
+    if bias is not None:
+        grad_bias = np.ascontiguousarray(_sum_to_shape(gy.sum(axis=tuple(range(2, 2 + n))), arrays[3].shape))
+    return np.ascontiguousarray(grad_x), np.ascontiguousarray(grad_w), grad_bias
+
+
+def _vjp_output_shape(
+    index_maps: Sequence[npt.NDArray[np.intp]],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+) -> list[int]:
+    """``S_out`` from the padded lengths, or a ``ValueError`` for a kernel longer than one."""
+    out_shape = []
+    for index_map, k, s, d in zip(index_maps, kernel, strides, dilations, strict=True):
+        extent = d * (k - 1) + 1
+        if extent > index_map.size:
+            msg = f"the effective kernel length {extent} (K={k}, dilation={d}) exceeds the padded input length {index_map.size}"
+            raise ValueError(msg)
+        out_shape.append((index_map.size - extent) // s + 1)
+    return out_shape
+
+
+def _scatter_offsets(
+    xpad: npt.NDArray[Any],
+    wk: npt.NDArray[Any],
+    gy: npt.NDArray[Any],
+    strides: tuple[int, ...],
+    dilations: tuple[int, ...],
+    *,
+    groups: int,
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """Gradients of the padded input and of the per-sample kernel, one group and offset at a time.
+
+    ``y[b, o, t] += wk[b, o, c, k] * xpad[b, c, t*stride + k*dilation]`` for every
+    offset ``k``, so ``grad_y[b, o, t]`` goes back to ``xpad[b, c, t*stride +
+    k*dilation]`` weighted by ``wk[b, o, c, k]``, and to ``wk[b, o, c, k]``
+    weighted by that element of ``xpad``.
+    """
+    _, c_out, c_group, *kernel = wk.shape
+    out_shape = gy.shape[2:]
+    grad_xpad: npt.NDArray[Any] = np.zeros(xpad.shape, dtype=gy.dtype)
+    grad_wk: npt.NDArray[Any] = np.zeros(wk.shape, dtype=gy.dtype)
+    o_group = c_out // groups
+    every = slice(None)
+    pos = "tuv"[: len(kernel)]  # einsum letters of the output positions
+    for g in range(groups):
+        channels, outs = slice(g * c_group, (g + 1) * c_group), slice(g * o_group, (g + 1) * o_group)
+        gy_g = gy[:, outs]
+        for offset in itertools.product(*(range(k) for k in kernel)):
+            # the padded positions this offset reads, one per output position; they are
+            # distinct, so the fancy-indexed += below loses no update
+            taps = np.ix_(*(j * d + s * np.arange(m) for j, d, s, m in zip(offset, dilations, strides, out_shape, strict=True)))
+            x_index: tuple[slice | npt.NDArray[np.intp], ...] = (every, channels, *taps)
+            w_index: tuple[slice | int, ...] = (every, outs, every, *offset)
+            grad_xpad[x_index] += np.einsum(f"boc,bo{pos}->bc{pos}", wk[w_index], gy_g)
+            grad_wk[w_index] += np.einsum(f"bo{pos},bc{pos}->boc", gy_g, xpad[x_index])
+    return grad_xpad, grad_wk
+
+
+def _padding_index(length: int, lo: int, hi: int, padding_mode: str) -> npt.NDArray[np.intp]:
+    """Where each padded position of an axis of ``length`` is copied from; -1 for a zero."""
+    positions = np.arange(length, dtype=np.intp)
+    if padding_mode == "zeros":
+        return np.pad(positions, (lo, hi), mode="constant", constant_values=-1)
+    return np.pad(positions, (lo, hi), mode=_PADDING_MODES[padding_mode])
+
+
+def _pad_by_index(a: npt.NDArray[Any], index_map: npt.NDArray[np.intp], axis: int) -> npt.NDArray[Any]:
+    """Pad ``a`` along ``axis`` by copying the positions ``index_map`` names (zeros for -1)."""
+    valid = index_map >= 0
+    gathered = np.take(a, np.where(valid, index_map, 0), axis=axis)
+    shape = [1] * a.ndim
+    shape[axis] = index_map.size
+    return np.where(valid.reshape(shape), gathered, np.zeros((), dtype=a.dtype))
+
+
+def _unpad_by_index(grad: npt.NDArray[Any], index_map: npt.NDArray[np.intp], length: int, axis: int) -> npt.NDArray[Any]:
+    """The adjoint of :func:`_pad_by_index`: add each padded position onto its source."""
+    moved = np.moveaxis(grad, axis, 0)
+    out = np.zeros((length, *moved.shape[1:]), dtype=grad.dtype)
+    valid = index_map >= 0
+    np.add.at(out, index_map[valid], moved[valid])
+    return np.moveaxis(out, 0, axis)
+
+
+def _sum_to_shape(grad: npt.NDArray[Any], shape: tuple[int, ...]) -> npt.NDArray[Any]:
+    """Sum a per-sample ``(B, ...)`` gradient down to ``shape``: ``(B, ...)``, ``(1, ...)`` or ``(...)``."""
+    if len(shape) == grad.ndim - 1:
+        return np.asarray(grad.sum(axis=0))
+    if shape[0] == grad.shape[0]:
+        return grad
+    return np.asarray(grad.sum(axis=0, keepdims=True))
 
 
 # ---------------------------------------------------------------------- error bound

@@ -2,7 +2,9 @@
 
 The oracle is checked only against facts that do not come from it: NumPy's 1-D
 ``correlate``/``convolve``, einsum, explicit index-based padding, PyTorch's
-``F.conv*d`` and JAX's ``lax.conv_general_dilated``.
+``F.conv*d`` and JAX's ``lax.conv_general_dilated``.  Its VJP is checked against
+the linearity of the convolution in each argument, central differences, PyTorch
+autograd and ``jax.vjp``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from multiconv.testing import (
     assert_matches_reference,
     error_bound,
     reference_conv,
+    reference_conv_vjp,
 )
 
 MODULE_PATH = Path(__file__).resolve().parents[1] / "multiconv" / "testing.py"
@@ -60,6 +63,7 @@ def test_public_names() -> None:
         "assert_matches_reference",
         "error_bound",
         "reference_conv",
+        "reference_conv_vjp",
     ]
 
 
@@ -91,6 +95,8 @@ spec.loader.exec_module(mod)
 x = np.ones((2, 3, 8)); w = np.ones((2, 4, 3, 3))
 y = mod.reference_conv(x, w, padding="same")
 mod.assert_matches_reference(y, x, w, padding="same")
+gx, gw, gb = mod.reference_conv_vjp(x, w, grad_y=y, padding="same", padding_mode="reflect")
+assert gx.shape == x.shape and gw.shape == w.shape and gb is None
 bad = sorted(m for m in ("torch", "jax", "multiconv") if m in sys.modules)
 assert not bad, bad
 """
@@ -407,6 +413,323 @@ def test_inconsistent_arguments_raise_value_error(
     bias = None if bias_shape is None else np.ones(bias_shape)
     with pytest.raises(ValueError, match=match):
         reference_conv(np.ones(x_shape), np.ones(w_shape), bias, **kwargs)
+
+
+# ----------------------------------------------------------------- reference: vjp
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> complex:
+    """The bilinear pairing ``sum(a * b)``, without conjugation."""
+    return complex(np.sum(a * b))
+
+
+def _random(rng: np.random.Generator, shape: tuple[int, ...], is_complex: bool) -> np.ndarray:
+    values = rng.standard_normal(shape)
+    return values + 1j * rng.standard_normal(shape) if is_complex else values
+
+
+def _weight_shape(kind: str, batch: int, per_sample: tuple[int, ...]) -> tuple[int, ...]:
+    return {"per_sample": (batch, *per_sample), "broadcast": (1, *per_sample), "shared": per_sample}[kind]
+
+
+def _bias_shape(kind: str, batch: int, c_out: int) -> tuple[int, ...] | None:
+    return {"none": None, "shared": (c_out,), "per_sample": (batch, c_out), "broadcast": (1, c_out)}[kind]
+
+
+@st.composite
+def _vjp_cases(draw: st.DrawFn) -> dict[str, Any]:
+    """Tiny arguments covering every padding form and mode, layout, weight and bias kind."""
+    n = draw(st.integers(1, 3))
+    per_axis = st.lists(st.integers(1, 2), min_size=n, max_size=n).map(tuple)
+    form = draw(st.sampled_from(["int", "ints", "pairs", "valid", "same", "causal", "full"]))
+    padding: Any = {
+        "int": draw(st.integers(0, 2)),
+        "ints": draw(st.lists(st.integers(0, 2), min_size=n, max_size=n).map(tuple)),
+        "pairs": draw(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2)), min_size=n, max_size=n).map(tuple)),
+    }.get(form, form)
+    groups = draw(st.sampled_from([1, 2]))
+    return {
+        "batch": draw(st.integers(1, 3)),
+        "c_in": groups * draw(st.integers(1, 2)),
+        "c_out": groups * draw(st.integers(1, 2)),
+        "spatial": tuple(draw(st.lists(st.integers(5, 6 if n < 3 else 5), min_size=n, max_size=n))),
+        # effective kernel dilation * (K - 1) + 1 <= 5, never longer than the input
+        "kernel": tuple(draw(st.lists(st.integers(1, 3), min_size=n, max_size=n))),
+        "weight": draw(st.sampled_from(["per_sample", "broadcast", "shared"])),
+        "bias": draw(st.sampled_from(["none", "shared", "per_sample", "broadcast"])),
+        "complex": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**16)),
+        "kwargs": {
+            "stride": draw(st.one_of(st.integers(1, 3), st.lists(st.integers(1, 3), min_size=n, max_size=n).map(tuple))),
+            "dilation": draw(st.one_of(st.integers(1, 2), per_axis)),
+            "padding": padding,
+            "groups": groups,
+            "padding_mode": draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"])),
+            "layout": draw(st.sampled_from(["channels_first", "channels_last"])),
+            "flip": draw(st.booleans()),
+        },
+    }
+
+
+@settings(deadline=None, database=None)
+@given(_vjp_cases())
+def test_vjp_is_the_transpose_in_each_argument(case: dict[str, Any]) -> None:
+    kwargs = case["kwargs"]
+    rng, is_complex = _rng(case["seed"]), case["complex"]
+    batch, c_in, c_out, spatial = case["batch"], case["c_in"], case["c_out"], case["spatial"]
+    x_shape = (batch, *spatial, c_in) if kwargs["layout"] == "channels_last" else (batch, c_in, *spatial)
+    w_shape = _weight_shape(case["weight"], batch, (c_out, c_in // kwargs["groups"], *case["kernel"]))
+    b_shape = _bias_shape(case["bias"], batch, c_out)
+    x, w = _random(rng, x_shape, is_complex), _random(rng, w_shape, is_complex)
+    bias = None if b_shape is None else _random(rng, b_shape, is_complex)
+    gy = _random(rng, reference_conv(x, w, **kwargs).shape, is_complex)
+
+    gx, gw, gb = reference_conv_vjp(x, w, bias, grad_y=gy, **kwargs)
+    dtype = np.dtype(np.complex128 if is_complex else np.float64)
+    assert (gx.shape, gx.dtype, gw.shape, gw.dtype) == (x.shape, dtype, w.shape, dtype)
+
+    # the convolution is linear in x for a fixed w, in w for a fixed x, and in bias:
+    # each gradient is the transpose of that linear map, at any other point too
+    x2, w2 = _random(rng, x_shape, is_complex), _random(rng, w_shape, is_complex)
+    scale = _dot(reference_conv(np.abs(x2) + np.abs(x), np.abs(w2) + np.abs(w), **kwargs), np.abs(gy)).real
+    assert abs(_dot(reference_conv(x2, w, **kwargs), gy) - _dot(x2, gx)) <= 1e-12 * scale
+    assert abs(_dot(reference_conv(x, w2, **kwargs), gy) - _dot(w2, gw)) <= 1e-12 * scale
+    if bias is None:
+        assert gb is None
+        return
+    assert gb is not None
+    assert (gb.shape, gb.dtype) == (bias.shape, dtype)
+    b2 = _random(rng, bias.shape, is_complex)
+    bias_term = reference_conv(np.zeros(x_shape), w, b2, **kwargs)
+    bias_scale = _dot(reference_conv(np.zeros(x_shape), np.abs(w), np.abs(b2), **kwargs), np.abs(gy)).real
+    assert abs(_dot(bias_term, gy) - _dot(b2, gb)) <= 1e-12 * bias_scale
+
+
+_FD_CASES = [
+    # x shape, w shape, bias shape, kwargs
+    ((2, 4, 7), (2, 4, 2, 3), (2, 4), {"stride": 2, "dilation": 2, "groups": 2, "padding": ((3, 1),)}),
+    ((1, 5, 4, 2), (1, 2, 1, 2, 3), (2,), {"stride": (1, 2), "groups": 2, "padding": "same", "layout": "channels_last", "flip": True}),
+]
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("case", _FD_CASES)
+def test_vjp_matches_central_differences(mode: str, case: tuple[Any, ...]) -> None:
+    x_shape, w_shape, b_shape, kwargs = case
+    kwargs = {**kwargs, "padding_mode": mode}
+    rng = _rng(13)
+    inputs = [rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(b_shape)]
+    gy = rng.standard_normal(reference_conv(*inputs, **kwargs).shape)
+    grads = reference_conv_vjp(*inputs, grad_y=gy, **kwargs)
+    h = 1e-3
+    for which, grad in enumerate(grads):
+        assert grad is not None
+        numeric = np.zeros(inputs[which].shape)
+        for index in np.ndindex(*numeric.shape):
+            values = []
+            for step in (h, -h):
+                moved = [a.copy() for a in inputs]
+                moved[which][index] += step
+                values.append(float(np.sum(reference_conv(*moved, **kwargs) * gy)))
+            numeric[index] = (values[0] - values[1]) / (2 * h)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-8, atol=1e-8)
+
+
+def _torch_conv(torch: Any, x: Any, w: Any, bias: Any, case: dict[str, Any]) -> Any:
+    """The convolution of the contract built from ``F.pad`` and a per-sample loop of ``F.conv*d``."""
+    functional = torch.nn.functional
+    n, kind, channels_last = case["n"], case["weight"], case["layout"] == "channels_last"
+    xc = x.movedim(-1, 1) if channels_last else x
+    pads = (case["padding"],) * n if isinstance(case["padding"], int) else case["padding"]
+    torch_pad = [p for q in reversed(pads) for p in (q, q)]
+    xpad = functional.pad(xc, torch_pad, mode={"zeros": "constant"}.get(case["mode"], case["mode"]))
+    wk = w.flip(list(range(w.ndim - n, w.ndim))) if case["flip"] else w
+    conv = getattr(functional, f"conv{n}d")
+    outs = []
+    for b in range(x.shape[0]):
+        wb = {"per_sample": wk[b] if kind == "per_sample" else None, "broadcast": wk[0], "shared": wk}[kind]
+        bb = None if bias is None else (bias[b] if bias.ndim == 2 and bias.shape[0] == x.shape[0] else bias.reshape(-1))
+        outs.append(conv(xpad[b : b + 1], wb, bb, case["stride"], 0, case["dilation"], case["groups"]))
+    y = torch.cat(outs)
+    return y.movedim(1, -1) if channels_last else y
+
+
+_AUTODIFF_KEYS = ("n", "c_in", "c_out", "groups", "stride", "dilation", "padding", "mode", "flip", "weight", "bias", "layout")
+_AUTODIFF = [
+    dict(zip(_AUTODIFF_KEYS, row, strict=True))
+    for row in [
+        (1, 2, 3, 1, 1, 1, 0, "zeros", False, "per_sample", "per_sample", "channels_first"),
+        (1, 4, 2, 2, 2, 2, 2, "reflect", True, "broadcast", "shared", "channels_first"),
+        (1, 4, 4, 4, 3, 1, 1, "circular", False, "shared", "broadcast", "channels_last"),
+        (2, 2, 3, 1, (2, 1), (1, 2), (1, 2), "replicate", True, "per_sample", "none", "channels_last"),
+        (2, 4, 2, 2, 1, 1, 2, "reflect", False, "shared", "shared", "channels_first"),
+        (2, 2, 4, 2, 2, 1, (0, 1), "circular", False, "per_sample", "per_sample", "channels_last"),
+        (3, 2, 2, 1, 2, 1, 1, "circular", False, "per_sample", "per_sample", "channels_first"),
+        (3, 2, 2, 2, 1, (2, 1, 1), (1, 0, 2), "zeros", True, "broadcast", "none", "channels_last"),
+    ]
+]
+
+
+def _autodiff_inputs(case: dict[str, Any], is_complex: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    n, batch = case["n"], 2
+    rng = _rng(case["n"] * 10 + case["groups"])
+    spatial = (5,) * n if n == 3 else (7,) * n
+    x_shape = (batch, *spatial, case["c_in"]) if case["layout"] == "channels_last" else (batch, case["c_in"], *spatial)
+    w_shape = _weight_shape(case["weight"], batch, (case["c_out"], case["c_in"] // case["groups"], *(3,) * n))
+    b_shape = _bias_shape(case["bias"], batch, case["c_out"])
+    bias = None if b_shape is None else _random(rng, b_shape, is_complex)
+    return _random(rng, x_shape, is_complex), _random(rng, w_shape, is_complex), bias
+
+
+def _reference_kwargs(case: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "stride": case["stride"],
+        "dilation": case["dilation"],
+        "groups": case["groups"],
+        "padding": case["padding"],
+        "padding_mode": case["mode"],
+        "layout": case["layout"],
+        "flip": case["flip"],
+    }
+
+
+def _torch_grads(torch: Any, arrays: list[np.ndarray | None], gy: np.ndarray, case: dict[str, Any]) -> list[Any]:
+    """The leaves (``requires_grad``) and their ``.grad`` after ``y.backward(gy)``."""
+    leaves = [None if a is None else torch.tensor(a, requires_grad=True) for a in arrays]
+    x, w, bias = leaves
+    y = _torch_conv(torch, x, w, bias, case)
+    assert tuple(y.shape) == gy.shape
+    y.backward(torch.from_numpy(gy))
+    return leaves
+
+
+@pytest.mark.parametrize("case", _AUTODIFF, ids=lambda case: f"{case['n']}d-{case['mode']}-{case['weight']}-{case['bias']}")
+def test_vjp_matches_torch_autograd(case: dict[str, Any]) -> None:
+    torch = _torch()
+    arrays = list(_autodiff_inputs(case))
+    kwargs = _reference_kwargs(case)
+    gy = _rng(14).standard_normal(reference_conv(*arrays, **kwargs).shape)
+    leaves = _torch_grads(torch, arrays, gy, case)
+    # the tensors themselves (requiring grad) are accepted
+    grads = reference_conv_vjp(*leaves, grad_y=torch.from_numpy(gy), **kwargs)
+    for leaf, grad in zip(leaves, grads, strict=True):
+        if leaf is None:
+            assert grad is None
+            continue
+        assert grad is not None
+        assert grad.dtype == np.float64
+        np.testing.assert_allclose(grad, leaf.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", [_AUTODIFF[0], _AUTODIFF[2], _AUTODIFF[3]], ids=["1d-zeros", "1d-circular", "2d-replicate"])
+def test_vjp_torch_complex_is_the_conjugate_of_the_vjp_of_the_conjugate(case: dict[str, Any]) -> None:
+    torch = _torch()
+    arrays = list(_autodiff_inputs(case, is_complex=True))
+    kwargs = _reference_kwargs(case)
+    gy = _random(_rng(15), reference_conv(*arrays, **kwargs).shape, is_complex=True)
+    leaves = _torch_grads(torch, arrays, gy, case)
+    vjp_of_conj = reference_conv_vjp(*arrays, grad_y=np.conj(gy), **kwargs)
+    at_conj = reference_conv_vjp(*[None if a is None else np.conj(a) for a in arrays], grad_y=gy, **kwargs)
+    plain = reference_conv_vjp(*arrays, grad_y=gy, **kwargs)
+    for which, (leaf, conj_grad, conj_point, grad) in enumerate(zip(leaves, vjp_of_conj, at_conj, plain, strict=True)):
+        if leaf is None:
+            continue
+        assert conj_grad is not None
+        assert conj_point is not None
+        assert grad is not None
+        want = leaf.grad.numpy()
+        np.testing.assert_allclose(np.conj(conj_grad), want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(conj_point, want, rtol=1e-12, atol=1e-12)
+        if which < 2:  # for x and w the plain VJP is not what autograd returns; for bias its Jacobian is real
+            assert not np.allclose(grad, want)
+
+
+def _jax_conv(jax: Any, x: Any, w: Any, bias: Any, case: dict[str, Any]) -> Any:
+    """The convolution of the contract built from ``jnp.pad`` and ``vmap`` of ``lax.conv_general_dilated``."""
+    jnp = jax.numpy
+    n, channels_last = case["n"], case["layout"] == "channels_last"
+    xc = jnp.moveaxis(x, -1, 1) if channels_last else x
+    pads = (case["padding"],) * n if isinstance(case["padding"], int) else case["padding"]
+    mode = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}[case["mode"]]
+    xpad = jnp.pad(xc, [(0, 0), (0, 0), *((p, p) for p in pads)], mode=mode)
+    wk = jnp.flip(w, axis=tuple(range(w.ndim - n, w.ndim))) if case["flip"] else w
+    wk = wk[None] if case["weight"] == "shared" else wk
+    batch = x.shape[0]
+    wk = jnp.broadcast_to(wk, (batch, *wk.shape[1:]))
+    stride = (case["stride"],) * n if isinstance(case["stride"], int) else case["stride"]
+    dilation = (case["dilation"],) * n if isinstance(case["dilation"], int) else case["dilation"]
+
+    def one(xb: Any, wb: Any) -> Any:
+        return jax.lax.conv_general_dilated(xb[None], wb, stride, "VALID", rhs_dilation=dilation, feature_group_count=case["groups"])[0]
+
+    y = jax.vmap(one)(xpad, wk)
+    if bias is not None:
+        c_out = y.shape[1]
+        y = y + jnp.broadcast_to(bias, (batch, c_out)).reshape(batch, c_out, *(1,) * n)
+    return jnp.moveaxis(y, 1, -1) if channels_last else y
+
+
+@pytest.mark.parametrize("is_complex", [False, True])
+@pytest.mark.parametrize("case", _AUTODIFF, ids=lambda case: f"{case['n']}d-{case['mode']}-{case['weight']}-{case['bias']}")
+def test_vjp_matches_jax_vjp(case: dict[str, Any], is_complex: bool) -> None:
+    jax = _jax()
+    arrays = list(_autodiff_inputs(case, is_complex))
+    kwargs = _reference_kwargs(case)
+    gy = _random(_rng(16), reference_conv(*arrays, **kwargs).shape, is_complex)
+    with jax.enable_x64(new_val=True):
+        x, w, bias = (None if a is None else jax.numpy.asarray(a) for a in arrays)
+        if bias is None:
+            _, pullback = jax.vjp(lambda x, w: _jax_conv(jax, x, w, None, case), x, w)
+        else:
+            _, pullback = jax.vjp(lambda x, w, b: _jax_conv(jax, x, w, b, case), x, w, bias)
+        want = pullback(jax.numpy.asarray(gy))
+        # JAX arrays are accepted as inputs
+        grads = reference_conv_vjp(x, w, bias, grad_y=jax.numpy.asarray(gy), **kwargs)
+    assert (grads[2] is None) == (bias is None)
+    for grad, expected in zip(grads, want, strict=False):
+        assert grad is not None
+        assert grad.dtype == (np.complex128 if is_complex else np.float64)
+        np.testing.assert_allclose(grad, np.asarray(expected), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("w_batch", [0, 1, None])
+@pytest.mark.parametrize("b_shape", [None, (3,), (0, 3), (1, 3)])
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_vjp_empty_batch(w_batch: int | None, b_shape: tuple[int, ...] | None, layout: str) -> None:
+    x = np.ones((0, 7, 2)) if layout == "channels_last" else np.ones((0, 2, 7))
+    w = np.ones((3, 2, 3)) if w_batch is None else np.ones((w_batch, 3, 2, 3))
+    bias = None if b_shape is None else np.ones(b_shape)
+    gy = np.ones((0, 5, 3)) if layout == "channels_last" else np.ones((0, 3, 5))
+    gx, gw, gb = reference_conv_vjp(x, w, bias, grad_y=gy, layout=layout, padding_mode="reflect")
+    for grad, a in [(gx, x), (gw, w)]:
+        assert (grad.shape, grad.dtype) == (a.shape, np.dtype(np.float64))
+        assert not grad.any()
+    if bias is None:
+        assert gb is None
+    else:
+        assert gb is not None
+        assert (gb.shape, gb.dtype) == (bias.shape, np.dtype(np.float64))
+        assert not gb.any()
+
+
+@pytest.mark.parametrize(
+    ("gy_shape", "kwargs"),
+    [((2, 4, 5), {}), ((2, 4, 4), {"padding": "same"}), ((2, 6, 4), {"layout": "channels_last"}), ((2, 4), {})],
+)
+def test_vjp_rejects_a_grad_y_of_the_wrong_shape(gy_shape: tuple[int, ...], kwargs: dict[str, Any]) -> None:
+    x = np.ones((2, 6, 3)) if kwargs.get("layout") == "channels_last" else np.ones((2, 3, 6))
+    with pytest.raises(ValueError, match=r"grad_y\.shape"):
+        reference_conv_vjp(x, np.ones((2, 4, 3, 3)), grad_y=np.ones(gy_shape), **kwargs)
+
+
+def test_vjp_validates_like_reference_conv() -> None:
+    x, w, gy = np.ones((2, 3, 8)), np.ones((4, 3, 3)), np.ones((2, 4, 6))
+    with pytest.raises(ValueError, match=r"bias\.shape"):
+        reference_conv_vjp(x, w, np.ones(5), grad_y=gy)
+    with pytest.raises(ValueError, match="effective kernel"):
+        reference_conv_vjp(x, w, grad_y=gy, dilation=5)
+    with pytest.raises(ValueError, match="padding_mode"):
+        reference_conv_vjp(x, w, grad_y=gy, padding_mode="mirror")
 
 
 # ---------------------------------------------------------------------- error_bound
