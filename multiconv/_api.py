@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union
 
 from multiconv import _dispatch
@@ -144,6 +145,12 @@ def _runner(spec: ConvSpec, owner_name: str, target_name: str, foreign: tuple[bo
     return joined
 
 
+def _torch_tracing(x: object) -> bool:
+    """Whether ``torch.compile`` or ``torch.export`` is tracing a call on a tensor ``x``."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor) and torch.compiler.is_compiling()
+
+
 def convolve(x: ArrayT, w: Any, bias: Any, **arguments: Any) -> ArrayT:
     """Validate everything (:func:`plan`), then run the convolution on the chosen backend."""
     return plan(x, w, bias, **arguments).run(x, w, bias)  # type: ignore[no-any-return]
@@ -189,6 +196,10 @@ def _entry_point(spatial_dims: int | None, name: str, doc: str) -> BatchConv:
         workspace_limit: int | None = None,
     ) -> ArrayT:
         arguments = (stride, padding, dilation, groups, padding_mode, layout, flip, method, backend, workspace_limit)
+        if _torch_tracing(x):
+            from multiconv.backends.torch import traced  # noqa: PLC0415  (a plain import: torch.compile traces it)
+
+            return traced(x, w, bias, spatial_dims, arguments)  # type: ignore[arg-type,return-value]
         return _resolve(x, w, bias, spatial_dims, arguments).run(x, w, bias)  # type: ignore[no-any-return]
 
     entry.__name__ = entry.__qualname__ = name

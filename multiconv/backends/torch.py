@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import ast
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, Final
 
@@ -235,7 +236,9 @@ def prepare(spec: ConvSpec) -> Runner:
     engine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _batched(spec, itemsize)
     channels_last, broadcast = spec.channels_last, spec.weight_kind == "broadcast"
     flip_dims = tuple(range(-spec.ndim, 0)) if spec.flip else None
-    bias_shape = spec.bias_shape
+    ones = (1,) * spec.ndim  # the bias broadcast against the channels-first result
+    lead = spec.batch if spec.bias_kind == "per_sample" else 1
+    bias_shape = (spec.out_channels, *ones) if spec.bias_kind == "shared" else (lead, spec.out_channels, *ones)
 
     def run(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         out_dtype = x.dtype
@@ -248,10 +251,10 @@ def prepare(spec: ConvSpec) -> Runner:
         if flip_dims is not None:
             w = w.flip(flip_dims)
         y = engine(x, w)
-        if channels_last:
-            y = y.movedim(1, -1)
         if bias is not None:
             y = y + bias.to(y.dtype).reshape(bias_shape)
+        if channels_last:
+            y = y.movedim(1, -1).contiguous()  # channels last in memory too, as NumPy's result
         return y.to(out_dtype) if widen else y
 
     return run
@@ -267,3 +270,141 @@ def convolve_numpy(spec: ConvSpec, x: np.ndarray, w: np.ndarray, bias: np.ndarra
     """A convolution of host arrays computed by PyTorch on the CPU."""
     tensors = [None if a is None else from_numpy(a) for a in (x, w, bias)]
     return to_numpy(convolve(spec, *tensors), "x")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- torch.compile and torch.export
+#
+# Under ``torch.compile`` and ``torch.export`` the call becomes one custom operator,
+# ``multiconv::batch_conv``: the tracer sees its output shape (the fake kernel below)
+# and never the plan caches and engines behind it, so a graph holds no guard on the
+# batch size (no recompilation when only B changes, and an exported program runs at
+# any B).  Arguments are validated when the graph is traced; the operator's real
+# kernel is the eager call, which plans (and picks the engine) for the batch it gets.
+
+
+_ARGUMENT_NAMES: Final = (
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "padding_mode",
+    "layout",
+    "flip",
+    "method",
+    "backend",
+    "workspace_limit",
+)
+_TRACING: Final = "under torch.compile/torch.export"
+
+
+def traced(x: torch.Tensor, w: Any, bias: Any, spatial_dims: int | None, arguments: tuple[Any, ...]) -> torch.Tensor:
+    """``batch_conv`` while ``torch.compile``/``torch.export`` trace: one custom op.
+
+    The arguments travel as a Python literal whose ints are passed beside it (they may be
+    symbolic while tracing); the op's fake kernel validates them when the graph is traced,
+    the real kernel is the eager call.
+    """
+    for name, value in (("w", w), ("bias", bias)):
+        if value is not None and not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor when x is one {_TRACING}; got {type(value).__name__}")
+    ints: list[int] = []
+    literal = _encode((spatial_dims, *arguments), ints)
+    return _batch_conv_op(x, w, bias, literal, ints)  # type: ignore[no-any-return]
+
+
+_INT: Final = "\x00"  # where an int of the literal goes (repr never writes this character raw)
+
+
+def _encode(value: Any, ints: list[int]) -> str:
+    """A Python literal for ``value`` with every int taken out into ``ints`` (traceable by dynamo)."""
+    if value is None or isinstance(value, (bool, str, float)):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        items = "".join(_encode(item, ints) + "," for item in value)
+        return f"({items})" if isinstance(value, tuple) else f"[{items}]"
+    if isinstance(value, (int, torch.SymInt)):
+        ints.append(value)  # type: ignore[arg-type]
+        return _INT
+    raise TypeError(f"{_TRACING} the arguments of batch_conv must be ints, strings, bools, None or tuples; got {type(value).__name__}")
+
+
+def _decode(literal: str, ints: list[int]) -> tuple[int | None, dict[str, Any]]:
+    """``spatial_dims`` and the keyword arguments of ``batch_conv`` back from :func:`_encode`."""
+    pieces = literal.split(_INT)
+    text = pieces[0] + "".join(str(int(number)) + piece for number, piece in zip(ints, pieces[1:], strict=True))
+    spatial_dims, *values = ast.literal_eval(text)
+    named = dict(zip(_ARGUMENT_NAMES, values, strict=True))
+    if named["backend"] not in (None, "torch"):
+        raise ValueError(f"backend={named['backend']!r}: {_TRACING} batch_conv computes with PyTorch (backend=None or 'torch')")
+    return spatial_dims, named
+
+
+def _stand_in(a: torch.Tensor, *, batched: bool) -> ArrayInfo:
+    """What validation needs of a (fake) tensor; a symbolic batch size stands in as 2, valid for any B."""
+    sizes: tuple[Any, ...] = tuple(a.shape)
+    shape = tuple(2 if dim == 0 and batched and isinstance(size, torch.SymInt) else int(size) for dim, size in enumerate(sizes))
+    return ArrayInfo(shape, str(a.dtype).removeprefix("torch."), str(a.device))
+
+
+@torch.library.custom_op("multiconv::batch_conv", mutates_args=())
+def _batch_conv_op(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, literal: str, ints: list[int]) -> torch.Tensor:
+    """The eager ``batch_conv`` (``spatial_dims`` and the keyword arguments encoded by :func:`_encode`)."""
+    from multiconv._api import convolve as eager  # noqa: PLC0415  (the front end imports the backends, not the reverse)
+
+    spatial_dims, named = _decode(literal, ints)
+    y: torch.Tensor = eager(x, w, bias, spatial_dims=spatial_dims, **named)
+    return y.contiguous()  # the layout the fake kernel promises
+
+
+@_batch_conv_op.register_fake
+def _(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, literal: str, ints: list[int]) -> torch.Tensor:
+    from multiconv._spec import make_spec  # noqa: PLC0415
+
+    spatial_dims, named = _decode(literal, ints)
+    del named["backend"]
+    infos = (
+        _stand_in(x, batched=True),
+        _stand_in(w, batched=w.ndim > x.ndim),
+        None if bias is None else _stand_in(bias, batched=bias.ndim > 1),
+    )
+    spec = make_spec(*infos, framework="torch", methods=tuple(METHODS), spatial_dims=spatial_dims, **named)
+    shape = (x.shape[0], *spec.out_shape[1:])
+    return x.new_empty(shape)
+
+
+@torch.library.custom_op("multiconv::batch_conv_vjp", mutates_args=())
+def _batch_conv_vjp_op(  # noqa: PLR0917 (the op's schema: the forward's inputs after the gradient)
+    grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, literal: str, ints: list[int]
+) -> list[torch.Tensor]:
+    """Gradients of ``multiconv::batch_conv`` for x, w and bias (an empty tensor without bias)."""
+    from multiconv._api import convolve  # noqa: PLC0415
+
+    spatial_dims, named = _decode(literal, ints)
+    inputs = [a for a in (x, w, bias) if a is not None]
+
+    def forward(*arrays: torch.Tensor) -> torch.Tensor:
+        return convolve(arrays[0], arrays[1], arrays[2] if len(arrays) > 2 else None, spatial_dims=spatial_dims, **named)  # noqa: PLR2004
+
+    pullback = torch.func.vjp(forward, *inputs)[1]
+    grads: tuple[torch.Tensor, ...] = tuple(pullback(grad))
+    return [g.contiguous() for g in grads] + ([] if bias is not None else [x.new_empty(0)])  # the layout the fake kernel promises
+
+
+@_batch_conv_vjp_op.register_fake
+def _(grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, *_: Any) -> list[torch.Tensor]:  # noqa: ARG001
+    return [x.new_empty(x.shape), w.new_empty(w.shape), x.new_empty(0) if bias is None else bias.new_empty(bias.shape)]
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:  # noqa: ARG001
+    x, w, bias, *arguments = inputs
+    ctx.save_for_backward(x, w, *([] if bias is None else [bias]))
+    ctx.has_bias, ctx.arguments = bias is not None, arguments
+
+
+def _backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    x, w, *rest = ctx.saved_tensors
+    grad_x, grad_w, grad_bias = _batch_conv_vjp_op(grad.contiguous(), x, w, rest[0] if ctx.has_bias else None, *ctx.arguments)
+    return grad_x, grad_w, grad_bias if ctx.has_bias else None, None, None
+
+
+_batch_conv_op.register_autograd(_backward, setup_context=_setup_context)
