@@ -99,8 +99,51 @@ def targets(data: dict[str, Any]) -> list[list[str]]:
     return lines
 
 
+def training_targets(data: dict[str, Any]) -> list[list[str]]:
+    """The training targets of the gradients issue: auto's forward + backward against the baselines', backward <= 3x forward."""
+    lines: list[list[str]] = []
+    for item in data.get("training_summary", []):
+        ratio = item["auto_over_best_baseline"]
+        lines.append(
+            [
+                f"training: auto f+b <= best baseline f+b: {item['backend']} {item['shape']}",
+                f"{ratio:.2f} (auto {_time(item['auto_seconds'])} vs {item['best_baseline']} {_time(item['best_baseline_seconds'])})",
+                _mark(ratio is not None and ratio <= 1.0),
+            ]
+        )
+    for item in data.get("training_summary", []):
+        step, forward = item["auto_seconds"], item["auto_forward_seconds"]
+        backward = (step - forward) / forward if step and forward else None
+        lines.append(
+            [
+                f"training: auto backward <= 3x forward: {item['backend']} {item['shape']}",
+                "n/a" if backward is None else f"{backward:.2f}x (f+b {_time(step)}, forward {_time(forward)})",
+                _mark(None if backward is None else backward <= 3.0),
+            ]
+        )
+    return lines
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _candidate_table(rows: list[dict[str, Any]]) -> list[str]:
+    cells = [
+        [
+            row["shape"],
+            row["candidate"],
+            row["kind"],
+            _time(row["seconds"]),
+            f"{row['gflops']:.1f}" if row["gflops"] else "n/a",
+            f"{row['pct_gemm']:.1f}%" if row["pct_gemm"] else "n/a",
+            _memory(row["peak_memory_bytes"]),
+            f"{row['rel_error']:.0e}" if row["rel_error"] is not None else "n/a",
+            row["note"] or ("auto's pick" if row.get("picked_by_auto") else ""),
+        ]
+        for row in rows
+    ]
+    return _table(["shape", "candidate", "kind", "time", "GFLOP/s", "%GEMM", "peak mem", "rel err", "note"], cells)
 
 
 def render(data: dict[str, Any]) -> str:
@@ -157,24 +200,42 @@ def render(data: dict[str, Any]) -> str:
     out += _table(["shape", "backend", "auto picks", "auto", "best baseline", "auto / baseline", "best engine", "auto / engine"], summary)
     out += ["", "## Targets", ""]
     out += _table(["target", "measured", "status"], targets(data))
+    if data.get("training_summary"):
+        out += [
+            "",
+            "## Training (forward + backward)",
+            "",
+            (
+                "The gradients for `x` and `w` of `sum(y * g)` (PyTorch autograd; `jax.vjp` under `jax.jit`), every candidate "
+                "checked against `multiconv.testing.reference_conv_vjp`; %GEMM counts three convolutions' work."
+            ),
+            "",
+        ]
+        training = [
+            [
+                item["shape"],
+                item["backend"],
+                item["auto_method"],
+                _time(item["auto_forward_seconds"]),
+                _time(item["auto_seconds"]),
+                f"{item['best_baseline']} {_time(item['best_baseline_seconds'])}",
+                f"{item['auto_over_best_baseline']:.2f}",
+                f"{item['best_engine']} {_time(item['best_engine_seconds'])}",
+                f"{item['auto_over_best_engine']:.2f}",
+            ]
+            for item in data["training_summary"]
+        ]
+        header = ["shape", "backend", "auto picks", "auto forward", "auto f+b", "best baseline f+b", "auto / baseline", "best engine f+b"]
+        out += _table([*header, "auto / engine"], training)
+        out += [""]
+        out += _table(["target", "measured", "status"], training_targets(data))
     for backend, result in data["backends"].items():
         gemm = result["gemm"]["gflops"]
         out += ["", f"## {backend}", "", f"Own float32 GEMM: {gemm:.0f} GFLOP/s.", ""]
-        rows = [
-            [
-                row["shape"],
-                row["candidate"],
-                row["kind"],
-                _time(row["seconds"]),
-                f"{row['gflops']:.1f}" if row["gflops"] else "n/a",
-                f"{row['pct_gemm']:.1f}%" if row["pct_gemm"] else "n/a",
-                _memory(row["peak_memory_bytes"]),
-                f"{row['rel_error']:.0e}" if row["rel_error"] is not None else "n/a",
-                row["note"] or ("auto's pick" if row.get("picked_by_auto") else ""),
-            ]
-            for row in result["rows"]
-        ]
-        out += _table(["shape", "candidate", "kind", "time", "GFLOP/s", "%GEMM", "peak mem", "rel err", "note"], rows)
+        out += _candidate_table(result["rows"])
+        if result.get("training_rows"):
+            out += ["", f"{backend}, training (forward + backward):", ""]
+            out += _candidate_table(result["training_rows"])
     return "\n".join(out) + "\n"
 
 

@@ -55,7 +55,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 import multiconv
 from multiconv._api import plan
 from multiconv._dispatch import BACKENDS, installed, load
-from multiconv.testing import reference_conv
+from multiconv.testing import reference_conv, reference_conv_vjp
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -483,6 +483,8 @@ class Framework:
     peak_memory: Callable[[Callable[[Any, Any], Any], Any, Any], tuple[int | None, str]]
     dtype_context: Callable[[str], contextlib.AbstractContextManager[object]]
     details: dict[str, Any]
+    #: ``train(fn)``: forward and backward (the gradients for x and w of ``sum(y * g)``), or None without autodiff.
+    train: Callable[[Callable[[Any, Any], Any], Any], Callable[[Any, Any], Any]] | None = None
 
 
 def _no_sync(_: object) -> None:
@@ -574,6 +576,14 @@ def _torch_framework() -> Framework:
             "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
             "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         }
+
+    def train(fn: Callable[[Any, Any], Any], cotangent: Any) -> Callable[[Any, Any], Any]:
+        def step(x: Any, w: Any) -> Any:
+            x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+            return torch.autograd.grad(fn(x, w), (x, w), cotangent)
+
+        return step
+
     return Framework(
         name="torch",
         version=torch.__version__,
@@ -582,6 +592,7 @@ def _torch_framework() -> Framework:
         to_numpy=lambda t: t.detach().cpu().numpy(),
         sync=sync,
         candidates=_torch_candidates,
+        train=train,
         gemm=torch.matmul,
         peak_memory=peak_memory,
         dtype_context=_no_context,
@@ -635,6 +646,10 @@ def _jax_framework() -> Framework:
         return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()  # noqa: FBT003
 
     gemm = jax.jit(functools.partial(jnp.matmul, precision=lax.Precision.HIGHEST))
+
+    def train(fn: Callable[[Any, Any], Any], cotangent: Any) -> Callable[[Any, Any], Any]:
+        return jax.jit(lambda x, w: jax.vjp(fn, x, w)[1](cotangent))
+
     return Framework(
         name="jax",
         version=jax.__version__,
@@ -643,6 +658,7 @@ def _jax_framework() -> Framework:
         to_numpy=np.asarray,
         sync=jax.block_until_ready,
         candidates=_jax_candidates,
+        train=train,
         gemm=gemm,
         peak_memory=peak_memory,
         dtype_context=dtype_context,
@@ -752,8 +768,10 @@ def _short(error: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."  # noqa: PLR2004
 
 
-def _prepare(trial: _Trial, fw: Framework, *, x: Any, w: Any, ref: np.ndarray, case: Case, settings: Settings) -> None:
-    """Check ``trial``'s candidate against the reference, then calibrate its block and measure memory."""
+def _prepare(
+    trial: _Trial, fw: Framework, *, x: Any, w: Any, ref: np.ndarray | tuple[np.ndarray, ...], case: Case, settings: Settings
+) -> None:
+    """Check ``trial``'s candidate against the reference (a tuple: the gradients), then calibrate its block and measure memory."""
     fn = trial.candidate.fn
     if fn is None:
         trial.status, trial.note = "n/a", trial.candidate.reason
@@ -765,12 +783,14 @@ def _prepare(trial: _Trial, fw: Framework, *, x: Any, w: Any, ref: np.ndarray, c
             y = fn(x, w)
             fw.sync(y)
             trial.first_call_seconds = time.perf_counter() - start
-            host = np.asarray(fw.to_numpy(y), dtype=np.float64)
-            if host.shape != ref.shape:
-                trial.status, trial.note = "wrong", f"shape {host.shape}, expected {ref.shape}"
-                return
-            scale = max(float(np.max(np.abs(ref))), float(np.finfo(np.float64).tiny))
-            trial.rel_error = float(np.max(np.abs(host - ref))) / scale
+            trial.rel_error = 0.0
+            for got, want in zip(y if isinstance(y, (tuple, list)) else (y,), ref if isinstance(ref, tuple) else (ref,), strict=True):
+                host = np.asarray(fw.to_numpy(got), dtype=np.float64)
+                if host.shape != want.shape:
+                    trial.status, trial.note = "wrong", f"shape {host.shape}, expected {want.shape}"
+                    return
+                scale = max(float(np.max(np.abs(want))), float(np.finfo(np.float64).tiny))
+                trial.rel_error = max(trial.rel_error, float(np.max(np.abs(host - want))) / scale)
             if not trial.rel_error <= TOLERANCES[case.dtype]:  # NaN fails too
                 trial.status, trial.note = "wrong", f"max|y - ref| / max|ref| = {trial.rel_error:.1e} > {TOLERANCES[case.dtype]:.0e}"
                 return
@@ -890,8 +910,11 @@ def _measure_case(
     candidates: list[Candidate],
     settings: Settings,
     tick: Callable[[str], None],
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Check, calibrate and time every candidate of one case; returns the case's description and rows."""
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Check, calibrate and time every candidate of one case, forward and (with autodiff) forward + backward.
+
+    Returns the case's description, its forward rows and its training rows.
+    """
     geo = Geometry.of(case)
     x_np, w_np = _inputs(case, index)
     ref = reference_conv(x_np, w_np, **case.conv_kwargs)
@@ -899,17 +922,29 @@ def _measure_case(
     auto_method = plan(x, w, **case.conv_kwargs).spec.method
     label = f"{fw.name} {case.name}"
 
-    trials = [_Trial(c) for c in candidates]
-    for trial in trials:
-        tick(f"{label} {trial.candidate.name} (check)")
-        _prepare(trial, fw, x=x, w=w, ref=ref, case=case, settings=settings)
-    ready = [t for t in trials if t.status == "ok"]
-    for trial in trials:
-        for _ in range(settings.rounds if trial not in ready else 0):
-            tick(f"{label} {trial.candidate.name} ({trial.status})")
+    def measure(trials: list[_Trial], ref: np.ndarray | tuple[np.ndarray, ...], label: str) -> tuple[list[float], int]:
+        for trial in trials:
+            tick(f"{label} {trial.candidate.name} (check)")
+            _prepare(trial, fw, x=x, w=w, ref=ref, case=case, settings=settings)
+        ready = [t for t in trials if t.status == "ok"]
+        for trial in trials:
+            for _ in range(settings.rounds if trial not in ready else 0):
+                tick(f"{label} {trial.candidate.name} ({trial.status})")
+        return _run_rounds(fw, ready, x, w, settings=settings, tick=tick, label=label)
 
-    gemm_samples, gemm_flop = _run_rounds(fw, ready, x, w, settings=settings, tick=tick, label=label)
+    trials = [_Trial(c) for c in candidates]
+    gemm_samples, gemm_flop = measure(trials, ref, label)
     gemm_gflops = gemm_flop / min(gemm_samples) / 1e9 if gemm_samples else None
+    training_rows = []
+    if fw.train is not None:
+        # The gradients of sum(y * g) for x and w, checked against the independent reference VJP.
+        g_np = np.random.default_rng(index + 1000).standard_normal(ref.shape).astype(case.dtype)
+        grad_x, grad_w, _ = reference_conv_vjp(x_np, w_np, grad_y=g_np, **case.conv_kwargs)
+        cotangent, train = fw.convert(g_np), fw.train
+        training = [_Trial(dataclasses.replace(c, fn=None if c.fn is None else train(c.fn, cotangent))) for c in candidates]
+        measure(training, (grad_x, grad_w), f"{label} training")
+        # %GEMM of a training step counts the three convolutions' worth of work it does.
+        training_rows = [_row(t, case, geo, auto_method, gemm_gflops and gemm_gflops / 3) for t in training]
     shape_info = {
         "name": case.name,
         "description": case.description,
@@ -925,7 +960,7 @@ def _measure_case(
         "gemm_gflops": gemm_gflops,
         "gemm_seconds_rounds": gemm_samples,
     }
-    return shape_info, [_row(trial, case, geo, auto_method, gemm_gflops) for trial in trials]
+    return shape_info, [_row(trial, case, geo, auto_method, gemm_gflops) for trial in trials], training_rows
 
 
 def run_backend(
@@ -973,7 +1008,7 @@ def run_backend(
     machine = machine_info(fw)
     cases = [table[s] for s in names]
     candidate_lists = [fw.candidates(case, Geometry.of(case)) for case in cases]
-    total = sum(len(c) * (1 + settings.rounds) for c in candidate_lists)
+    total = sum(len(c) * (1 + settings.rounds) for c in candidate_lists) * (1 if fw.train is None else 2)
     done = 0
 
     def tick(label: str) -> None:
@@ -982,13 +1017,16 @@ def run_backend(
             progress(done, total, label)
         done += 1
 
-    shape_infos, rows, summary = [], [], []
+    shape_infos, rows, summary, training_rows, training_summary = [], [], [], [], []
     for index, (case, candidates) in enumerate(zip(cases, candidate_lists, strict=True)):
         with fw.dtype_context(case.dtype):
-            info, case_rows = _measure_case(fw, case, index=index, candidates=candidates, settings=settings, tick=tick)
+            info, case_rows, case_training = _measure_case(fw, case, index=index, candidates=candidates, settings=settings, tick=tick)
         shape_infos.append(info)
         rows += case_rows
         summary.append(_summary(case_rows))
+        if case_training:
+            training_rows += case_training
+            training_summary.append(_summary(case_training) | {"auto_forward_seconds": summary[-1]["auto_seconds"]})
     if progress is not None:
         progress(total, total, f"{name} done")
     rates = [s["gemm_gflops"] for s in shape_infos if s["gemm_gflops"]]
@@ -1005,7 +1043,9 @@ def run_backend(
         "shapes": shape_infos,
         "rows": rows,
         "summary": summary,
-        "all_correct": all(r["status"] in ("ok", "n/a", "skipped") for r in rows),
+        "training_rows": training_rows,
+        "training_summary": training_summary,
+        "all_correct": all(r["status"] in ("ok", "n/a", "skipped") for r in rows + training_rows),
         "wall_seconds": time.perf_counter() - started,
     }
 
@@ -1236,6 +1276,12 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
         for line in _table(header, _backend_table(result), right={3, 4, 5, 6, 7}):
             _emit(line)
         _emit()
+        if result.get("training_rows"):
+            _emit(f"{result['backend']} training: forward + backward (gradients for x and w; %GEMM of 3 convolutions' work)")
+            training = {**result, "rows": result["training_rows"], "summary": result["training_summary"]}
+            for line in _table(header, _backend_table(training), right={3, 4, 5, 6, 7}):
+                _emit(line)
+            _emit()
     header = [
         "shape",
         "backend",
@@ -1251,6 +1297,19 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
     _emit("summary (ratio < 1: auto is faster)")
     for line in _table(header, _summary_table(results), right={3, 5, 6, 8, 9}):
         _emit(line)
+    training = {name: {**r, "summary": r["training_summary"]} for name, r in results.items() if r.get("training_summary")}
+    if training:
+        _emit()
+        _emit("training summary: forward + backward (backward/forward: auto's backward over its forward)")
+        cells = _summary_table(training)
+        forward = {(s["shape"], name): s["auto_forward_seconds"] for name, r in training.items() for s in r["summary"]}
+        step = {(s["shape"], name): s["auto_seconds"] for name, r in training.items() for s in r["summary"]}
+        for cell in cells:
+            key = (cell[0], cell[1])
+            both, alone = step.get(key), forward.get(key)
+            cell.append(_format_ratio((both - alone) / alone if both and alone else None))
+        for line in _table([*header, "backward/forward"], cells, right={3, 5, 6, 8, 9, 10}):
+            _emit(line)
 
 
 def _plot_panel(ax: Any, backend: str, result: dict[str, Any]) -> None:
@@ -1433,6 +1492,7 @@ def command(args: argparse.Namespace) -> int:
         "settings": dataclasses.asdict(settings),
         "backends": results,
         "summary": [{"backend": b, **s} for b, res in results.items() for s in res["summary"]],
+        "training_summary": [{"backend": b, **s} for b, res in results.items() for s in res.get("training_summary", [])],
         "failures": failures,
         "all_correct": not wrong and not failures,
     }

@@ -97,6 +97,24 @@ def _check_backend(name: str, result: dict[str, Any]) -> None:
         assert math.isclose(summary["auto_over_best_baseline"], summary["auto_seconds"] / summary["best_baseline_seconds"])
         assert math.isclose(summary["auto_over_best_engine"], summary["auto_seconds"] / summary["best_engine_seconds"])
 
+    # Forward + backward of every candidate, checked against the reference VJP, where the framework differentiates.
+    training = result["training_rows"]
+    if name == "numpy":
+        assert training == []
+        assert result["training_summary"] == []
+        return
+    assert [(r["shape"], r["candidate"]) for r in training] == [(r["shape"], r["candidate"]) for r in result["rows"]]
+    tolerance = {s["name"]: s["tolerance"] for s in result["shapes"]}
+    for row in training:
+        assert set(row) == ROW_KEYS
+        assert row["status"] == "ok", row
+        assert row["rel_error"] <= tolerance[row["shape"]]
+        assert row["seconds"] > 0
+    forward = {s["shape"]: s["auto_seconds"] for s in result["summary"]}
+    for summary in result["training_summary"]:
+        assert summary["auto_forward_seconds"] == forward[summary["shape"]]
+        assert summary["best_baseline"] in BASELINES[name]
+
 
 def test_quick_run_checks_and_times_every_candidate(quick_results: dict[str, dict[str, Any]]) -> None:
     for name, result in quick_results.items():
@@ -135,7 +153,7 @@ def test_wrong_and_failing_candidates_are_caught() -> None:
     absent = _bench.Candidate("absent", "baseline", None, "cannot express this case")
     framework = _bench._numpy_framework()
     settings = _bench.Settings.make(quick=True, rounds=1)
-    info, rows = _bench._measure_case(
+    info, rows, training = _bench._measure_case(
         framework, case, index=0, candidates=[good, wrong, failing, absent], settings=settings, tick=lambda _: None
     )
     status = {r["candidate"]: (r["status"], r["seconds"]) for r in rows}
@@ -146,6 +164,7 @@ def test_wrong_and_failing_candidates_are_caught() -> None:
     assert status["absent"] == ("n/a", None)
     assert "boom" in next(r["note"] for r in rows if r["candidate"] == "failing")
     assert info["gemm_gflops"] > 0
+    assert training == []  # NumPy has no autodiff
 
 
 def test_progress_bar_lines() -> None:
