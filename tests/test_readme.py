@@ -31,6 +31,8 @@ def test_readme_has_exactly_two_setup_commands() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
+# The torch.compile example imports Inductor, whose own imports use a deprecated torch.jit API.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_readme_block_runs(index: int) -> None:
     block = BLOCKS[index]
     if framework(block) not in BACKENDS:
