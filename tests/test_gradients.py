@@ -1,28 +1,38 @@
-"""Derivatives: PyTorch autograd and JAX transformations of ``batch_conv``.
+"""Derivatives: PyTorch autograd and JAX transformations of ``batch_conv``, on every engine.
 
 The contract (transformations): differentiable with respect to ``x``, ``w`` and
 ``bias`` through PyTorch autograd (double backward too) and JAX ``grad``/``vjp``/
-``jvp``; composes with ``jax.jit`` and ``jax.vmap``.  Gradients are checked three
-ways: against directional derivatives of the independent float64 reference
-(``multiconv.testing.reference_conv``), PyTorch against JAX on the same inputs, and
-with each framework's own numerical checker (``gradcheck``/``gradgradcheck``,
-``jax.test_util.check_grads``).  Nothing here runs without torch or JAX requested.
+``jvp``; composes with ``jax.jit``, ``jax.vmap`` and ``torch.func``.  Every test runs
+on ``"auto"`` and on every named engine of its framework (``METHODS``).
+
+Gradients are checked against the independent float64 transpose
+``multiconv.testing.reference_conv_vjp`` within an error bound in the spirit of the
+contract's, PyTorch against JAX on the same inputs, through the adjoint identity
+``<conv(x', w), g> = <x', vjp_x(g)>`` (NumPy included), and with each framework's own
+numerical checker.  Nothing but the adjoint identity runs without torch or JAX
+requested.
+
+Conventions: a VJP here is ``jax.vjp``'s (bilinear, no conjugation).  PyTorch's
+``.grad`` after ``y.backward(g)`` is ``conj(vjp(conj(g)))`` for complex tensors, so
+:func:`torch_vjp` backpropagates ``conj(g)`` and conjugates the result.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-from conformance.strategies import ConvCase, conv_cases
+from conformance.strategies import ConvCase, conv_cases, resolve_padding
 from hypothesis import given, settings
-from support import BACKENDS
+from hypothesis import strategies as st
+from support import BACKENDS, to_numpy
 
 import multiconv
-from multiconv.testing import assert_conv_close, error_bound, reference_conv
+from multiconv.testing import assert_conv_close, error_bound, reference_conv, reference_conv_vjp
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -37,11 +47,32 @@ needs_torch = pytest.mark.skipif("torch" not in BACKENDS, reason="PyTorch backen
 needs_jax = pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
 needs_autodiff = pytest.mark.skipif(not AUTODIFF_BACKENDS, reason="needs PyTorch or JAX requested")
 
-#: Each drawn case costs backward passes and JAX compilations: a fraction of the profile's examples.
+
+def engines(backend: str) -> list[str]:
+    """``"auto"`` and every named engine of ``backend``; none when it is not requested."""
+    if backend not in BACKENDS:
+        return []
+    return ["auto", *importlib.import_module(f"multiconv.backends.{backend}").METHODS]
+
+
+ENGINES = {backend: engines(backend) for backend in BACKENDS}
+TORCH_ENGINES, JAX_ENGINES = engines("torch"), engines("jax")
+AUTODIFF_ENGINES = [(backend, method) for backend in AUTODIFF_BACKENDS for method in ENGINES[backend]]
+
+#: Each drawn case costs backward passes and JAX compilations: a fraction of the profile's
+#: examples.  The engine is drawn inside the test, so the examples are shared among engines.
 GRADIENT_SETTINGS = settings(max_examples=max(5, settings().max_examples // 4))
+#: The main property (every engine of both frameworks against the reference) gets more.
+ENGINE_SETTINGS = settings(max_examples=max(10, settings().max_examples // 2))
+
+EPS = 2.0**-52  # float64 (and the parts of complex128)
+TINY = 2.0**-1022
+#: Tolerance of float64 results that differ only in summation order, relative to their scale.
+CLOSE = 2.0**-40
 
 Arrays = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 Grads = list["np.ndarray | None"]
+NAMES = ("x", "w", "bias")
 
 
 # ------------------------------------------------------------------------ helpers
@@ -58,36 +89,51 @@ def cotangent_for(case: ConvCase, arrays: Arrays) -> np.ndarray:
     return random_like(y, np.random.default_rng(case.seed + 1))
 
 
-def loss_of(y: Any, cotangent: Any, xp: Any) -> Any:
-    """The real loss ``sum(real(y * conj(c)))``; for real arrays ``<y, c>``, whose gradient is the VJP with ``c``."""
-    return xp.sum(xp.real(y * xp.conj(cotangent)))
+def inner(a: Any, b: Any) -> complex:
+    """The bilinear pairing ``sum(a * b)`` (no conjugation, as the VJP's transpose)."""
+    return complex(np.sum(np.asarray(a) * np.asarray(b)))
 
 
-def torch_grads(case: ConvCase, arrays: Arrays, cotangent: np.ndarray) -> Grads:
-    """``.grad`` of ``x``, ``w``, ``bias`` after ``backward`` of the real loss."""
+def to_backend(a: np.ndarray | None, backend: str) -> Any:
+    """A float64/complex128 host array as ``backend``'s array, without a copy kernel to compile (unlike ``jnp.asarray``)."""
+    if a is None or backend == "numpy":
+        return a
+    return torch.from_numpy(a) if backend == "torch" else jax.device_put(a)
+
+
+def engine_of(backend: str, case: ConvCase, arrays: Arrays, method: str) -> str:
+    """The engine ``method`` runs on ``backend`` for this case (``"auto"`` resolved)."""
+    args = [to_backend(a, backend) for a in arrays]
+    return str(multiconv._api.plan(*args, method=method, **case.kwargs()).spec.method)
+
+
+def torch_vjp(case: ConvCase, arrays: Arrays, cotangent: np.ndarray, method: str) -> Grads:
+    """The VJP through PyTorch autograd: ``conj(.grad)`` after ``y.backward(conj(cotangent))``."""
     leaves = [None if a is None else torch.tensor(a, requires_grad=True) for a in arrays]
-    y = multiconv.batch_conv(*leaves, **case.kwargs())
-    loss_of(y, torch.from_numpy(cotangent), torch).backward()
+    y = multiconv.batch_conv(*leaves, method=method, **case.kwargs())
+    y.backward(torch.from_numpy(np.conj(cotangent)))
     grads: Grads = []
-    for leaf in leaves:
+    for name, leaf in zip(NAMES, leaves, strict=True):
         if leaf is None:
             grads.append(None)
             continue
-        assert leaf.grad is not None
-        grads.append(leaf.grad.numpy())
+        assert leaf.grad is not None, f"d/d{name} is None"
+        grads.append(np.conj(leaf.grad.numpy()))
     return grads
 
 
-def jax_call(case: ConvCase, arrays: Arrays) -> tuple[Callable[..., Any], list[Any]]:
+def jax_call(case: ConvCase, arrays: Arrays, method: str = "auto") -> tuple[Callable[..., Any], list[Any]]:
     """``batch_conv`` as a function of the arrays that are present, and those arrays in JAX."""
     present = [a is not None for a in arrays]
 
     def conv(*args: Any) -> Any:
         it = iter(args)
         full = [next(it) if here else None for here in present]
-        return multiconv.batch_conv(*full, **case.kwargs())
+        # backend="jax": jax.test_util's numerical derivatives call this on NumPy arrays
+        return multiconv.batch_conv(*full, method=method, backend="jax", **case.kwargs())
 
-    return conv, [jnp.asarray(a) for a in arrays if a is not None]
+    # device_put, not jnp.asarray, which compiles a copy for every new shape
+    return conv, [jax.device_put(a) for a in arrays if a is not None]
 
 
 def with_nones(arrays: Arrays, grads: Sequence[Any]) -> Grads:
@@ -95,123 +141,221 @@ def with_nones(arrays: Arrays, grads: Sequence[Any]) -> Grads:
     return [None if a is None else np.asarray(next(it)) for a in arrays]
 
 
-def jax_vjp(case: ConvCase, arrays: Arrays, cotangent: np.ndarray) -> Grads:
-    """``jax.vjp`` of ``batch_conv`` with ``cotangent``, under ``jit`` (one compilation per case)."""
-    conv, args = jax_call(case, arrays)
+def jax_vjp(case: ConvCase, arrays: Arrays, cotangent: np.ndarray, method: str, *, jit: bool = True) -> Grads:
+    """``jax.vjp`` of ``batch_conv`` with ``cotangent`` (under ``jit`` unless told otherwise: one compilation)."""
+    conv, args = jax_call(case, arrays, method)
 
     def pull(args: list[Any], cotangent: Any) -> Any:
         _, pullback = jax.vjp(conv, *args)
         return pullback(cotangent)
 
-    return with_nones(arrays, jax.jit(pull)(args, jnp.asarray(cotangent)))
+    return with_nones(arrays, (jax.jit(pull) if jit else pull)(args, jnp.asarray(cotangent)))
 
 
-def jax_grads(case: ConvCase, arrays: Arrays, cotangent: np.ndarray, *, jit: bool = True) -> Grads:
-    """``jax.grad`` of the real loss (under ``jit`` unless told otherwise)."""
-    conv, args = jax_call(case, arrays)
+def framework_vjp(backend: str, case: ConvCase, arrays: Arrays, cotangent: np.ndarray, method: str) -> Grads:
+    return (torch_vjp if backend == "torch" else jax_vjp)(case, arrays, cotangent, method)
 
-    def loss(*args: Any) -> Any:
-        return loss_of(conv(*args), jnp.asarray(cotangent), jnp)
 
-    grad = jax.grad(loss, argnums=tuple(range(len(args))))
-    return with_nones(arrays, (jax.jit(grad) if jit else grad)(*args))
+def real_loss(y: Any, cotangent: Any, xp: Any) -> Any:
+    """``sum(real(y * conj(c)))``: for real arrays ``<y, c>``, whose gradient is the VJP of ``c``."""
+    return xp.sum(xp.real(y * xp.conj(cotangent)))
+
+
+# ------------------------------------------------------------------ error bounds
+
+
+_NUMPY_PAD_MODES: dict[str, Any] = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def padding_fold(case: ConvCase) -> int:
+    """The most copies of one input element in the padded input (1 with zero padding)."""
+    if case.padding_mode == "zeros":
+        return 1
+    fold = 1
+    for length, (lo, hi) in zip(case.in_size, resolve_padding(case), strict=True):
+        copies = np.pad(np.arange(length), (lo, hi), mode=_NUMPY_PAD_MODES[case.padding_mode])
+        fold *= int(np.bincount(copies).max())
+    return fold
+
+
+def fft_normwise(case: ConvCase, arrays: Arrays, cotangent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normwise error terms of FFT-computed ``grad_x`` and ``grad_w``, broadcastable to their shapes.
+
+    A gradient of an FFT convolution is itself an FFT correlation: its rounding is
+    spread over the transform, about ``eps * log2(points) * ||g[b]|| * ||w[b]||``
+    for ``grad_x[b]`` (times the padding's fold) and ``... * ||g[b]|| * ||xpad[b]||``
+    for ``grad_w[b]`` (summed over the batch for a broadcast or shared weight);
+    the batch's own norms bound those of each channel.
+    """
+    x, w, _ = arrays
+    channels_last = case.layout == "channels_last"
+    xf = np.moveaxis(x, -1, 1) if channels_last else x
+    gf = np.moveaxis(cotangent, -1, 1) if channels_last else cotangent
+    batch, n = case.batch, case.ndim
+    pads = resolve_padding(case)
+    mode = _NUMPY_PAD_MODES.get(case.padding_mode, "constant")
+    xpad_energy = np.pad(np.abs(xf) ** 2, [(0, 0), (0, 0), *pads], mode=mode)
+    points = math.prod(xpad_energy.shape[2:]) * math.prod(case.kernel)
+    scale = math.log2(2 * points)
+    g_norm = np.sqrt(np.sum(np.abs(gf.reshape(batch, -1)) ** 2, axis=1))
+    x_norm = np.sqrt(np.sum(xpad_energy.reshape(batch, -1), axis=1))
+    w_full = np.broadcast_to(w, (batch, *case.w_shape[-(n + 2) :])) if case.weight_kind != "per_sample" else w
+    w_norm = np.sqrt(np.sum(np.abs(w_full.reshape(batch, -1)) ** 2, axis=1))
+    per_sample = (batch,) + (1,) * (x.ndim - 1)
+    grad_x = (scale * padding_fold(case) * g_norm * w_norm).reshape(per_sample)
+    grad_w_terms = scale * g_norm * x_norm
+    per_sample_weight = case.weight_kind == "per_sample"
+    grad_w = grad_w_terms.reshape((batch,) + (1,) * (w.ndim - 1)) if per_sample_weight else np.asarray(np.sum(grad_w_terms))
+    return grad_x, grad_w
+
+
+def vjp_bound(case: ConvCase, arrays: Arrays, cotangent: np.ndarray, *, method: str, c: float = 4.0) -> Grads:
+    """Elementwise bounds on the errors of float64 gradients computed by engine ``method``.
+
+    The contract's bound transposed: ``c * n * eps * magnitude + tiny``, where
+    ``magnitude`` is the reference VJP of ``|g|`` at ``(|x|, |w|, |bias|)`` (the sum
+    of the magnitudes of the products each gradient element adds up) and ``n`` the
+    most products any element of that gradient adds up (the VJP of ones at ones, so
+    padding folds and batch sums of shared weights count); doubled for complex.
+    The ``fft`` engine adds :func:`fft_normwise`.
+    """
+    kwargs = case.kwargs()
+    magnitude = reference_conv_vjp(*(None if a is None else np.abs(a) for a in arrays), grad_y=np.abs(cotangent), **kwargs)
+    terms = reference_conv_vjp(*(None if a is None else np.ones(a.shape) for a in arrays), grad_y=np.ones(cotangent.shape), **kwargs)
+    factor = c * (2.0 if np.iscomplexobj(cotangent) else 1.0)
+    bounds: Grads = []
+    for m, t in zip(magnitude, terms, strict=True):
+        if m is None or t is None:
+            bounds.append(None)
+            continue
+        n = max(float(np.max(t, initial=0.0)), 1.0)
+        bounds.append(factor * n * (EPS * m + TINY))
+    if method == "fft" and cotangent.size:
+        grad_x, grad_w = fft_normwise(case, arrays, cotangent)
+        assert bounds[0] is not None
+        assert bounds[1] is not None
+        bounds[0] = bounds[0] + factor * EPS * grad_x
+        bounds[1] = bounds[1] + factor * EPS * grad_w
+    return bounds
+
+
+def assert_grads_within(actual: Sequence[np.ndarray | None], expected: Sequence[np.ndarray | None], bounds: Grads, what: str) -> None:
+    """Each gradient has its input's shape and dtype and lies within its bound of the expected one."""
+    for name, a, e, bound in zip(NAMES, actual, expected, bounds, strict=True):
+        if e is None:
+            assert a is None, f"{what}: d/d{name} is not None without {name}"
+            continue
+        assert a is not None, f"{what}: d/d{name} is None"
+        try:
+            assert_conv_close(a, e, bound=bound, like=e)
+        except AssertionError as error:
+            raise AssertionError(f"{what}: d/d{name}: {error}") from None
+
+
+def assert_float64_close(actual: Any, expected: Any, what: str) -> None:
+    """Float64 results computed two ways, equal up to summation order."""
+    a, e = np.asarray(actual), np.asarray(expected)
+    assert a.shape == e.shape, f"{what}: shape {a.shape}, expected {e.shape}"
+    scale = 1.0 + float(np.max(np.abs(e), initial=0.0))
+    np.testing.assert_allclose(a, e, rtol=0, atol=CLOSE * scale, err_msg=what)
 
 
 def assert_grads_close(actual: Sequence[np.ndarray | None], expected: Sequence[np.ndarray | None], what: str) -> None:
-    """Float64 gradients computed two ways, equal up to summation order."""
-    for name, a, e in zip(("x", "w", "bias"), actual, expected, strict=True):
+    for name, a, e in zip(NAMES, actual, expected, strict=True):
         if e is None:
-            assert a is None, name
+            assert a is None, f"{what}: d/d{name}"
             continue
-        assert a is not None, name
-        assert a.shape == e.shape, f"{what}: d/d{name} has shape {a.shape}, expected {e.shape}"
-        scale = 1.0 + float(np.max(np.abs(e), initial=0.0))
-        np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-10 * scale, err_msg=f"{what}: d/d{name}")
+        assert a is not None, f"{what}: d/d{name} is None"
+        assert_float64_close(a, e, f"{what}: d/d{name}")
 
 
-def assert_directional_derivatives(case: ConvCase, arrays: Arrays, cotangent: np.ndarray, grads: Sequence[np.ndarray | None]) -> None:
-    """``<grad, v>`` against central differences of the reference's real loss along random ``v``.
+# ---------------------------------------------------------- adjoint identity
 
-    ``grad`` follows PyTorch's convention ``dL/dRe(z) + i dL/dIm(z)``, so the
-    derivative along ``v`` is ``Re(sum(conj(grad) * v))`` (``sum(grad * v)`` when real).
-    The loss is quadratic along any line (the convolution is bilinear in ``(x, w)``
-    and linear in ``bias``), so central differences have no truncation error, only
-    rounding, whatever the step.
+
+def assert_pairings_agree(lhs: complex, rhs: complex, tolerance: float, what: str) -> None:
+    assert abs(lhs - rhs) <= tolerance, f"{what}: {lhs!r} != {rhs!r} (|difference| {abs(lhs - rhs)!r} > {tolerance!r})"
+
+
+def pairing_slack(case: ConvCase, arrays: Arrays, cotangent: np.ndarray) -> float:
+    """Rounding of the float64 pairings and of the reference on both sides.
+
+    Every side is a sum of products ``x' w g`` whose magnitudes add up to
+    ``<conv(|x'|, |w|, |bias|), |g|>``, with fewer than ``x.size + w.size + g.size``
+    terms along any one summation path.
     """
-    rng = np.random.default_rng(case.seed + 2)
-    step = 1e-2
+    magnitude = reference_conv(*(None if a is None else np.abs(a) for a in arrays), **case.kwargs())
+    terms = sum(a.size for a in arrays if a is not None) + cotangent.size
+    c = 4.0 * (2.0 if np.iscomplexobj(cotangent) else 1.0)
+    return c * terms * EPS * float(np.sum(magnitude * np.abs(cotangent))) + TINY
 
-    def loss(args: list[np.ndarray | None]) -> float:
-        return float(np.sum(np.real(reference_conv(*args, **case.kwargs()) * np.conj(cotangent))))
 
-    for i, (name, a, g) in enumerate(zip(("x", "w", "bias"), arrays, grads, strict=True)):
-        if a is None:
+def perturbations(case: ConvCase, arrays: Arrays) -> Arrays:
+    rng = np.random.default_rng(case.seed + 3)
+    x, w, bias = arrays
+    return random_like(x, rng), random_like(w, rng), None if bias is None else random_like(bias, rng)
+
+
+def library_conv(backend: str, case: ConvCase, method: str, *arrays: np.ndarray | None) -> np.ndarray:
+    args = [to_backend(a, backend) for a in arrays]
+    return to_numpy(multiconv.batch_conv(*args, method=method, **case.kwargs()))
+
+
+def check_adjoint_identity(
+    backend: str, case: ConvCase, arrays: Arrays, cotangent: np.ndarray, *, method: str, grads: Grads, grad_bounds: Grads | None
+) -> None:
+    """``<conv(x', w), g> = <x', grad_x>``, ``<conv(x, w'), g> = <w', grad_w>``, ``<conv(0, w, b'), g> = <b', grad_b>``.
+
+    The library's forward pass by engine ``method`` on ``backend`` against ``grads``;
+    ``grad_bounds`` are the errors the gradients may carry (``None``: the reference's,
+    covered by :func:`pairing_slack`).
+    """
+    x, w, _ = arrays
+    x2, w2, bias2 = perturbations(case, arrays)
+    zero_x = np.zeros_like(x)
+    for name, primal, perturbed, grad, grad_bound in zip(
+        NAMES, ((x2, w, None), (x, w2, None), (zero_x, w, bias2)), (x2, w2, bias2), grads, grad_bounds or [None] * 3, strict=True
+    ):
+        if perturbed is None:
             continue
-        assert g is not None, name
-        v = random_like(a, rng)
-        plus, minus = list(arrays), list(arrays)
-        plus[i], minus[i] = a + step * v, a - step * v
-        numerical = (loss(plus) - loss(minus)) / (2 * step)
-        analytic = float(np.sum(np.real(np.conj(g) * v)))
-        # A bound on |derivative| from the inputs alone (not from the gradient under test):
-        # the loss with every array, v and the cotangent replaced by their magnitudes.
-        magnitudes = [None if b is None else np.abs(b) for b in arrays]
-        magnitudes[i] = np.abs(v)
-        if name == "bias":
-            magnitudes[0] = np.zeros(arrays[0].shape)
-        scale = float(np.sum(reference_conv(*magnitudes, **case.kwargs()) * np.abs(cotangent)))
-        assert abs(analytic - numerical) <= 1e-6 * scale + 1e-12, (
-            f"d/d{name} along a random direction: autodiff {analytic!r}, central differences {numerical!r}"
-        )
+        assert grad is not None, name
+        y = library_conv(backend, case, method, *primal)
+        engine = engine_of(backend, case, primal, method)
+        what = f"{backend} method={method!r} (engine {engine!r}): adjoint identity in {name}"
+        forward_bound = error_bound(*primal, dtype=case.dtype, method=engine, **case.kwargs())
+        tolerance = float(np.sum(forward_bound * np.abs(cotangent))) + pairing_slack(case, primal, cotangent)
+        if grad_bound is not None:
+            tolerance += float(np.sum(np.abs(perturbed) * grad_bound))
+        assert_pairings_agree(inner(y, cotangent), inner(perturbed, grad), tolerance, what)
 
 
-def float64_arrays(case: ConvCase) -> Arrays:
-    x, w, bias = case.arrays()
-    return x, w, bias
-
-
-# ------------------------------------------------------- against the reference
-
-
-def gradients_by_backend(case: ConvCase, arrays: Arrays, cotangent: np.ndarray) -> dict[str, Grads]:
-    """Each requested framework's gradients of ``sum(real(y * conj(cotangent)))``, in PyTorch's convention.
-
-    Real inputs go through ``jax.vjp`` with the cotangent; complex ones through
-    ``jax.grad``, whose result is conjugated (see the Wirtinger test below).
-    """
-    grads: dict[str, Grads] = {}
-    if "torch" in BACKENDS:
-        grads["torch"] = torch_grads(case, arrays, cotangent)
-    if "jax" in BACKENDS:
-        if np.iscomplexobj(cotangent):
-            grads["jax"] = [None if g is None else np.conj(g) for g in jax_grads(case, arrays, cotangent)]
-        else:
-            grads["jax"] = jax_vjp(case, arrays, cotangent)
-    return grads
-
-
-def check_gradients(case: ConvCase) -> None:
-    arrays = float64_arrays(case)
-    cotangent = cotangent_for(case, arrays)
-    grads = gradients_by_backend(case, arrays, cotangent)
-    for backend, backend_grads in grads.items():
-        try:
-            assert_directional_derivatives(case, arrays, cotangent, backend_grads)
-        except AssertionError as error:
-            raise AssertionError(f"{backend}: {error}") from None
-    if len(grads) == 2:
-        assert_grads_close(grads["torch"], grads["jax"], "torch vs jax")
+# ------------------------------------------ every engine against the reference VJP
 
 
 @needs_autodiff
-@GRADIENT_SETTINGS
-@given(case=conv_cases(dtypes=("float64",)))
-def test_gradients_match_reference_and_agree_across_frameworks(case: ConvCase) -> None:
-    """Torch autograd and ``jax.vjp`` against central differences of the reference, and against each other."""
-    check_gradients(case)
+@ENGINE_SETTINGS
+@given(case=conv_cases(dtypes=("float64", "float64", "complex128")), data=st.data())
+def test_every_engine_differentiates_like_the_reference(case: ConvCase, data: st.DataObject) -> None:
+    """PyTorch autograd and ``jax.vjp`` (under ``jit``) of a drawn engine, three ways.
 
-
-# --------------------------------------------------------------------- complex
+    Against ``reference_conv_vjp``; PyTorch against JAX; and through the adjoint
+    identity with the engine's own forward pass, which involves no reference VJP.
+    """
+    arrays = case.arrays()
+    cotangent = cotangent_for(case, arrays)
+    expected = list(reference_conv_vjp(*arrays, grad_y=cotangent, **case.kwargs()))
+    results: dict[str, tuple[Grads, Grads]] = {}
+    for backend in AUTODIFF_BACKENDS:
+        method = data.draw(st.sampled_from(ENGINES[backend]), label=f"{backend} method")
+        engine = engine_of(backend, case, arrays, method)
+        grads = framework_vjp(backend, case, arrays, cotangent, method)
+        bounds = vjp_bound(case, arrays, cotangent, method=engine)
+        assert_grads_within(grads, expected, bounds, f"{backend} method={method!r} (engine {engine!r}) vs reference")
+        check_adjoint_identity(backend, case, arrays, cotangent, method=method, grads=grads, grad_bounds=bounds)
+        results[backend] = (grads, bounds)
+    if len(results) == 2:
+        (torch_grads, torch_bounds), (jax_grads, jax_bounds) = results["torch"], results["jax"]
+        both = [None if a is None or b is None else a + b for a, b in zip(torch_bounds, jax_bounds, strict=True)]
+        assert_grads_within(torch_grads, jax_grads, both, "torch vs jax")
 
 
 @needs_autodiff
@@ -238,12 +382,19 @@ def test_wirtinger_conventions_on_a_trivial_function() -> None:
         np.testing.assert_allclose(complex(grad), np.conj(expected), rtol=1e-8)
 
 
-@needs_autodiff
-@settings(max_examples=max(3, settings().max_examples // 6))
-@given(case=conv_cases(dtypes=("complex128",)))
-def test_complex_gradients_match_reference_and_agree_across_frameworks(case: ConvCase) -> None:
-    """The real loss ``sum(real(y * conj(c)))``: torch ``.grad`` equals ``conj(jax.grad)``, both match the reference."""
-    check_gradients(case)
+# ------------------------------------------- adjoint identity, NumPy included
+
+
+@GRADIENT_SETTINGS
+@given(case=conv_cases(dtypes=("float64", "float64", "complex128")), data=st.data())
+def test_adjoint_identity_of_every_engine_with_the_reference_vjp(case: ConvCase, data: st.DataObject) -> None:
+    """Each backend's forward pass (NumPy too, a drawn engine) is the transpose of ``reference_conv_vjp``."""
+    arrays = case.arrays()
+    cotangent = cotangent_for(case, arrays)
+    grads = list(reference_conv_vjp(*arrays, grad_y=cotangent, **case.kwargs()))
+    for backend in BACKENDS:
+        method = data.draw(st.sampled_from(ENGINES[backend]), label=f"{backend} method")
+        check_adjoint_identity(backend, case, arrays, cotangent, method=method, grads=grads, grad_bounds=None)
 
 
 # ------------------------------------------------ the frameworks' own checkers
@@ -323,109 +474,259 @@ SINGLE_FEATURE_CASES = {
 TORCH_CHECK_CASES = {**CHECK_CASES, **SINGLE_FEATURE_CASES}
 
 
+def torch_leaves(case: ConvCase) -> list[Any]:
+    return [torch.tensor(a, requires_grad=True) for a in case.arrays() if a is not None]
+
+
+def torch_conv(case: ConvCase, method: str) -> Callable[..., Any]:
+    def conv(*args: Any) -> Any:
+        return multiconv.batch_conv(*args, method=method, **case.kwargs())
+
+    return conv
+
+
 @needs_torch
+@pytest.mark.parametrize("method", TORCH_ENGINES)
 @pytest.mark.parametrize("case", TORCH_CHECK_CASES.values(), ids=TORCH_CHECK_CASES.keys())
-def test_torch_gradcheck_and_gradgradcheck(case: ConvCase) -> None:
-    leaves = [torch.tensor(a, requires_grad=True) for a in float64_arrays(case) if a is not None]
+def test_torch_gradcheck_and_gradgradcheck(case: ConvCase, method: str) -> None:
+    """First and second derivatives of every engine against PyTorch's finite differences.
 
-    def conv(*args: Any) -> Any:
-        return multiconv.batch_conv(*args, **case.kwargs())
-
-    assert torch.autograd.gradcheck(conv, leaves)
-    assert torch.autograd.gradgradcheck(conv, leaves)
+    Whole Jacobians on the four covering cases; random projections of them
+    (``fast_mode``) on the single-feature ones, a tenth of the cost.
+    """
+    leaves = torch_leaves(case)
+    fast_mode = case not in CHECK_CASES.values()
+    assert torch.autograd.gradcheck(torch_conv(case, method), leaves, fast_mode=fast_mode)
+    assert torch.autograd.gradgradcheck(torch_conv(case, method), leaves, fast_mode=fast_mode)
 
 
 @needs_torch
-def test_torch_gradcheck_complex() -> None:
+@pytest.mark.parametrize("method", TORCH_ENGINES)
+def test_torch_gradcheck_complex(method: str) -> None:
     case = dataclasses.replace(CHECK_CASES["2d-last-flip-circular-broadcast"], dtype="complex128")
-    leaves = [torch.tensor(a, requires_grad=True) for a in float64_arrays(case) if a is not None]
-
-    def conv(*args: Any) -> Any:
-        return multiconv.batch_conv(*args, **case.kwargs())
-
-    assert torch.autograd.gradcheck(conv, leaves)
+    assert torch.autograd.gradcheck(torch_conv(case, method), torch_leaves(case))
 
 
 @needs_jax
 @pytest.mark.parametrize("case", CHECK_CASES.values(), ids=CHECK_CASES.keys())
 def test_jax_check_grads_second_order(case: ConvCase) -> None:
-    conv, args = jax_call(case, float64_arrays(case))
+    """``jax.test_util.check_grads`` to second order in both modes (``"auto"``: every engine costs seconds here)."""
+    conv, args = jax_call(case, case.arrays())
     jax_test_util.check_grads(conv, tuple(args), order=2, modes=("fwd", "rev"))
 
 
-# --------------------------------------------------------------- JAX tracers
+# ----------------------------------------------------- JAX transformations
 
-TRACER_CASE = ConvCase(
-    batch=3, groups=1, group_in=2, group_out=2, in_size=(7,), kernel=(3,), padding="same", padding_mode="reflect", bias_kind="per_sample"
+#: Small enough for whole Jacobians: 12 outputs, 24 + 12 + 4 inputs.
+TINY_CASE = ConvCase(
+    batch=2,
+    groups=2,
+    group_in=1,
+    group_out=1,
+    in_size=(6,),
+    kernel=(3,),
+    stride=2,
+    padding="same",
+    padding_mode="reflect",
+    flip=True,
+    bias_kind="per_sample",
 )
 
 
-def jax_loss(case: ConvCase, cotangent: Any) -> Callable[..., Any]:
-    def loss(x: Any, w: Any, bias: Any) -> Any:
-        return loss_of(multiconv.batch_conv(x, w, bias, **case.kwargs()), cotangent, jnp)
-
-    return loss
+def reference_jacobians(case: ConvCase, arrays: Arrays) -> list[np.ndarray]:
+    """``dy/dx``, ``dy/dw``, ``dy/dbias`` shaped ``y.shape + a.shape`` (as ``jax.jacrev``): row ``i`` is the VJP of ``e_i``."""
+    y_shape = reference_conv(*arrays, **case.kwargs()).shape
+    rows = [reference_conv_vjp(*arrays, grad_y=unit.reshape(y_shape), **case.kwargs()) for unit in np.eye(math.prod(y_shape))]
+    jacobians = []
+    for i, a in enumerate(arrays):
+        assert a is not None
+        jacobians.append(np.stack([np.asarray(row[i]) for row in rows]).reshape(*y_shape, *a.shape))
+    return jacobians
 
 
 @needs_jax
-def test_jax_jit_grad_and_jit_of_grad() -> None:
-    case = TRACER_CASE
-    arrays = float64_arrays(case)
-    x, w, bias = (jnp.asarray(a) for a in arrays)
-    eager = multiconv.batch_conv(x, w, bias, **case.kwargs())
-    jitted = jax.jit(lambda x, w, bias: multiconv.batch_conv(x, w, bias, **case.kwargs()))(x, w, bias)
-    assert_conv_close(jitted, np.asarray(eager), bound=2 * error_bound(*arrays, dtype="float64", **case.kwargs()), like=x)
+@pytest.mark.parametrize("method", JAX_ENGINES)
+def test_jax_grad_vjp_jvp_jacfwd_jacrev_agree(method: str) -> None:
+    """On a tiny case: both Jacobians equal the reference's; ``grad``, ``jit(grad)``, ``vjp`` and ``jvp`` agree with them."""
+    case = TINY_CASE
+    arrays = case.arrays()
+    conv, args = jax_call(case, arrays, method)
+    argnums = (0, 1, 2)
+    expected = reference_jacobians(case, arrays)
+    for transform in (jax.jacfwd, jax.jacrev):
+        jacobians = transform(conv, argnums=argnums)(*args)
+        for name, jacobian, reference in zip(NAMES, jacobians, expected, strict=True):
+            assert_float64_close(jacobian, reference, f"{transform.__name__}: dy/d{name}")
 
     cotangent = cotangent_for(case, arrays)
-    loss = jax_loss(case, jnp.asarray(cotangent))
-    grads = jax.grad(loss, argnums=(0, 1, 2))(x, w, bias)
-    assert_directional_derivatives(case, arrays, cotangent, [np.asarray(g) for g in grads])
-    jit_grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, w, bias)
-    assert_grads_close([np.asarray(g) for g in jit_grads], [np.asarray(g) for g in grads], "jit(grad) vs grad")
+    reference_vjp = list(reference_conv_vjp(*arrays, grad_y=cotangent, **case.kwargs()))
+    y, pullback = jax.vjp(conv, *args)
+    assert_float64_close(y, reference_conv(*arrays, **case.kwargs()), "vjp's primal output")
+    grads_vjp = [np.asarray(g) for g in pullback(jnp.asarray(cotangent))]
+    assert_grads_close(grads_vjp, reference_vjp, "vjp")
+
+    def loss(*args: Any) -> Any:
+        return real_loss(conv(*args), jnp.asarray(cotangent), jnp)
+
+    grad = jax.grad(loss, argnums=argnums)
+    assert_grads_close([np.asarray(g) for g in grad(*args)], reference_vjp, "grad")
+    assert_grads_close([np.asarray(g) for g in jax.jit(grad)(*args)], reference_vjp, "jit(grad)")
+
+    rng = np.random.default_rng(7)
+    tangents = [random_like(a, rng) for a in arrays if a is not None]
+    _, pushed = jax.jvp(conv, tuple(args), tuple(jnp.asarray(t) for t in tangents))
+    linear = sum(np.tensordot(j, t, axes=t.ndim) for j, t in zip(expected, tangents, strict=True))
+    assert_float64_close(pushed, linear, "jvp against the reference Jacobian")
+    # <jvp(t), g> == <t, vjp(g)>: forward and reverse mode are transposes of each other
+    assert_float64_close(inner(pushed, cotangent), sum(inner(t, g) for t, g in zip(tangents, grads_vjp, strict=True)), "<jvp, g>")
+
+
+@needs_jax
+@pytest.mark.parametrize("method", JAX_ENGINES)
+def test_jax_jit_traces_once_per_signature(method: str) -> None:
+    """New values of the same shapes reuse the trace; other static arguments trace again, once each."""
+    case = dataclasses.replace(TINY_CASE, stride=1)
+    fixed = {k: v for k, v in case.kwargs().items() if k not in ("padding", "flip")}
+    traces: list[tuple[Any, bool]] = []
+
+    def conv(x: Any, w: Any, bias: Any, *, padding: Any, flip: bool) -> Any:
+        traces.append((padding, flip))  # a Python side effect: runs only while tracing
+        return multiconv.batch_conv(x, w, bias, padding=padding, flip=flip, method=method, **fixed)
+
+    jitted = jax.jit(conv, static_argnames=("padding", "flip"))
+    calls = [("same", False)] * 3 + [(1, False)] * 2 + [("same", True), ("same", False), (1, False), ("same", True)]
+    for seed, (padding, flip) in enumerate(calls):
+        call = dataclasses.replace(case, seed=seed, padding=padding, flip=flip)
+        arrays = call.arrays()
+        y = jitted(*(jax.device_put(a) for a in arrays), padding=padding, flip=flip)
+        bound = error_bound(*arrays, dtype="float64", method=engine_of("jax", call, arrays, method), **call.kwargs())
+        assert_conv_close(y, reference_conv(*arrays, **call.kwargs()), bound=bound, like=jax.device_put(arrays[0]))
+    assert traces == [("same", False), (1, False), ("same", True)]
 
 
 POPULATION_CASES = {
-    "1d": TRACER_CASE,
+    "1d": ConvCase(
+        batch=3,
+        groups=1,
+        group_in=2,
+        group_out=2,
+        in_size=(7,),
+        kernel=(3,),
+        padding="same",
+        padding_mode="reflect",
+        bias_kind="per_sample",
+    ),
     "2d-last-groups": ConvCase(
         batch=2, groups=2, group_in=1, group_out=2, in_size=(4, 5), kernel=(2, 3), stride=(1, 2), layout="channels_last", bias_kind="shared"
     ),
 }
+POPULATION = 3
+
+
+def population(case: ConvCase) -> list[Arrays]:
+    """Inputs of ``POPULATION`` hypernetworks: one batch of each."""
+    return [dataclasses.replace(case, seed=seed).arrays() for seed in range(POPULATION)]
+
+
+def stacked(members: list[Arrays], i: int) -> np.ndarray:
+    return np.stack([np.asarray(m[i]) for m in members])
 
 
 @needs_jax
+@pytest.mark.parametrize("method", JAX_ENGINES)
 @pytest.mark.parametrize("case", POPULATION_CASES.values(), ids=POPULATION_CASES.keys())
-def test_jax_vmap_over_a_population_equals_a_loop(case: ConvCase) -> None:
-    population = 4
-    members = [dataclasses.replace(case, seed=seed).arrays() for seed in range(population)]
-    xs, ws, biases = (jnp.asarray(np.stack([np.asarray(m[i]) for m in members])) for i in range(3))
+def test_jax_vmap_over_a_population_equals_a_loop(case: ConvCase, method: str) -> None:
+    """``jax.vmap`` over a leading population axis, with per-member and with shared weights."""
+    members = population(case)
+    xs, ws, biases = (jnp.asarray(stacked(members, i)) for i in range(3))
 
     def conv(x: Any, w: Any, bias: Any) -> Any:
-        return multiconv.batch_conv(x, w, bias, **case.kwargs())
+        return multiconv.batch_conv(x, w, bias, method=method, **case.kwargs())
 
     vmapped = jax.vmap(conv)(xs, ws, biases)
     shared_weight = jax.vmap(conv, in_axes=(0, None, None))(xs, ws[0], biases[0])
+    engine = engine_of("jax", case, members[0], method)
     for p, (x, w, bias) in enumerate(members):
-        bound = 2 * error_bound(x, w, bias, dtype="float64", **case.kwargs())
+        bound = 2 * error_bound(x, w, bias, dtype="float64", method=engine, **case.kwargs())
         assert_conv_close(vmapped[p], np.asarray(conv(jnp.asarray(x), jnp.asarray(w), jnp.asarray(bias))), bound=bound)
         assert_conv_close(vmapped[p], reference_conv(x, w, bias, **case.kwargs()), bound=bound)
         shared = reference_conv(x, members[0][1], members[0][2], **case.kwargs())
-        assert_conv_close(
-            shared_weight[p], shared, bound=2 * error_bound(x, members[0][1], members[0][2], dtype="float64", **case.kwargs())
-        )
+        shared_bound = 2 * error_bound(x, members[0][1], members[0][2], dtype="float64", method=engine, **case.kwargs())
+        assert_conv_close(shared_weight[p], shared, bound=shared_bound)
 
 
 @needs_jax
-def test_jax_vmap_of_grad_equals_a_loop() -> None:
-    case = TRACER_CASE
-    population = 3
-    members = [dataclasses.replace(case, seed=seed).arrays() for seed in range(population)]
-    cotangent = cotangent_for(case, members[0])
-    xs, ws, biases = (jnp.asarray(np.stack([np.asarray(m[i]) for m in members])) for i in range(3))
-    grad = jax.grad(jax_loss(case, jnp.asarray(cotangent)), argnums=(0, 1, 2))
-    batched = jax.vmap(grad)(xs, ws, biases)
+@pytest.mark.parametrize("method", JAX_ENGINES)
+def test_jax_vmap_of_grad_equals_a_loop(method: str) -> None:
+    case = POPULATION_CASES["1d"]
+    members = population(case)
+    cotangent = jnp.asarray(cotangent_for(case, members[0]))
+
+    def loss(x: Any, w: Any, bias: Any) -> Any:
+        return real_loss(multiconv.batch_conv(x, w, bias, method=method, **case.kwargs()), cotangent, jnp)
+
+    grad = jax.grad(loss, argnums=(0, 1, 2))
+    batched = jax.vmap(grad)(*(jnp.asarray(stacked(members, i)) for i in range(3)))
     for p, arrays in enumerate(members):
         single = [np.asarray(g) for g in grad(*(jnp.asarray(a) for a in arrays))]
         assert_grads_close([np.asarray(g[p]) for g in batched], single, f"vmap(grad) member {p}")
+        expected = reference_conv_vjp(*arrays, grad_y=np.asarray(cotangent), **case.kwargs())
+        assert_grads_close(single, list(expected), f"grad member {p} vs reference")
+
+
+# ---------------------------------------------------------------- torch.func
+
+
+@needs_torch
+@pytest.mark.parametrize("method", TORCH_ENGINES)
+@pytest.mark.parametrize("case", POPULATION_CASES.values(), ids=POPULATION_CASES.keys())
+def test_torch_func_vmap_over_a_population_equals_a_loop(case: ConvCase, method: str) -> None:
+    """``torch.func.vmap`` over a leading population axis, with per-member and with shared weights."""
+    members = population(case)
+    xs, ws, biases = (torch.from_numpy(stacked(members, i)) for i in range(3))
+
+    def conv(x: Any, w: Any, bias: Any) -> Any:
+        return multiconv.batch_conv(x, w, bias, method=method, **case.kwargs())
+
+    vmapped = torch.func.vmap(conv)(xs, ws, biases)
+    shared_weight = torch.func.vmap(conv, in_dims=(0, None, None))(xs, ws[0], biases[0])
+    engine = engine_of("torch", case, members[0], method)
+    for p, (x, w, bias) in enumerate(members):
+        bound = 2 * error_bound(x, w, bias, dtype="float64", method=engine, **case.kwargs())
+        assert_conv_close(vmapped[p], conv(xs[p], ws[p], biases[p]).numpy(), bound=bound)
+        assert_conv_close(vmapped[p], reference_conv(x, w, bias, **case.kwargs()), bound=bound)
+        shared = reference_conv(x, members[0][1], members[0][2], **case.kwargs())
+        shared_bound = 2 * error_bound(x, members[0][1], members[0][2], dtype="float64", method=engine, **case.kwargs())
+        assert_conv_close(shared_weight[p], shared, bound=shared_bound)
+
+
+@needs_torch
+# PyTorch has no batching rule for the backward of Tensor.unfold (the matmul and fft
+# engines) and warns that it loops instead; the results are what this test checks.
+@pytest.mark.filterwarnings("ignore:There is a performance drop because we have not yet implemented the batching rule:UserWarning")
+@pytest.mark.parametrize("method", TORCH_ENGINES)
+def test_torch_func_grad_over_a_population_equals_a_loop(method: str) -> None:
+    """``vmap(grad)`` over a population of weight sets (and of inputs) equals ``grad`` member by member and the reference."""
+    case = POPULATION_CASES["1d"]
+    members = population(case)
+    cotangent = torch.from_numpy(cotangent_for(case, members[0]))
+
+    def loss(w: Any, x: Any, bias: Any) -> Any:
+        return real_loss(multiconv.batch_conv(x, w, bias, method=method, **case.kwargs()), cotangent, torch)
+
+    grad = torch.func.grad(loss, argnums=(0, 1, 2))
+    xs, ws, biases = (torch.from_numpy(stacked(members, i)) for i in range(3))
+    batched = torch.func.vmap(grad)(ws, xs, biases)
+    weight_sets = torch.func.vmap(grad, in_dims=(0, None, None))(ws, xs[0], biases[0])
+    for p, (x, w, bias) in enumerate(members):
+        single = [g.numpy() for g in grad(ws[p], xs[p], biases[p])]
+        assert_grads_close([g[p].numpy() for g in batched], single, f"vmap(grad) member {p}")
+        gx, gw, gb = reference_conv_vjp(x, w, bias, grad_y=cotangent.numpy(), **case.kwargs())
+        assert_grads_close([single[1], single[0], single[2]], [gx, gw, gb], f"grad member {p} vs reference")
+        gx, gw, gb = reference_conv_vjp(members[0][0], w, members[0][2], grad_y=cotangent.numpy(), **case.kwargs())
+        assert_grads_close(
+            [weight_sets[1][p].numpy(), weight_sets[0][p].numpy(), weight_sets[2][p].numpy()], [gx, gw, gb], f"weight set {p}"
+        )
 
 
 # ---------------------------------------------------------------- empty batch
@@ -441,14 +742,14 @@ EMPTY_CASES = {
 }
 
 
-@pytest.mark.parametrize("backend", AUTODIFF_BACKENDS)
+@pytest.mark.parametrize(("backend", "method"), AUTODIFF_ENGINES, ids=[f"{b}-{m}" for b, m in AUTODIFF_ENGINES])
 @pytest.mark.parametrize("case", EMPTY_CASES.values(), ids=EMPTY_CASES.keys())
-def test_empty_batch_gradients_are_zeros_of_the_input_shapes(backend: str, case: ConvCase) -> None:
-    arrays = float64_arrays(case)
+def test_empty_batch_gradients_are_zeros_of_the_input_shapes(backend: str, method: str, case: ConvCase) -> None:
+    arrays = case.arrays()
     cotangent = cotangent_for(case, arrays)
     assert cotangent.size == 0
-    grads = torch_grads(case, arrays, cotangent) if backend == "torch" else jax_grads(case, arrays, cotangent, jit=False)
-    for name, a, g in zip(("x", "w", "bias"), arrays, grads, strict=True):
+    grads = torch_vjp(case, arrays, cotangent, method) if backend == "torch" else jax_vjp(case, arrays, cotangent, method, jit=False)
+    for name, a, g in zip(NAMES, arrays, grads, strict=True):
         assert a is not None
         assert g is not None, f"d/d{name} is None"
         assert g.shape == a.shape, name
