@@ -71,6 +71,8 @@ def grid_cases(count: int, seed: int = 0) -> list[dict[str, Any]]:
             c_in, c_out = channels, channels
         else:
             groups, c_in, c_out = 1, channels, int(rng.choice([channels, max(1, channels // 2), channels * 2]))
+        kernel: tuple[int, ...]
+        size: tuple[int, ...]
         if ndim == 1:
             kernel = (int(rng.choice([1, 2, 3, 5, 7, 9, 16, 33, 65, 129, 257])),)
             size = (int(rng.choice([16, 64, 256, 1024, 4096, 16384])),)

@@ -128,6 +128,21 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+def _summary_cells(item: dict[str, Any], *, forward: bool = False) -> list[str]:
+    """A summary line: auto's pick and time (and its forward time), the best baseline and engine, the ratios."""
+    return [
+        item["shape"],
+        item["backend"],
+        item["auto_method"],
+        *([_time(item["auto_forward_seconds"])] if forward else []),
+        _time(item["auto_seconds"]),
+        f"{item['best_baseline']} {_time(item['best_baseline_seconds'])}",
+        f"{item['auto_over_best_baseline']:.2f}",
+        f"{item['best_engine']} {_time(item['best_engine_seconds'])}",
+        f"{item['auto_over_best_engine']:.2f}",
+    ]
+
+
 def _candidate_table(rows: list[dict[str, Any]]) -> list[str]:
     cells = [
         [
@@ -149,7 +164,7 @@ def _candidate_table(rows: list[dict[str, Any]]) -> list[str]:
 def render(data: dict[str, Any]) -> str:
     """The Markdown page."""
     first = next(iter(data["backends"].values()))["machine"]
-    blas = next((p for p in first.get("threadpools", []) if p.get("user_api") == "blas"), {})
+    blas: dict[str, Any] = next((p for p in first.get("threadpools", []) if p.get("user_api") == "blas"), {})
     out = [
         "# Benchmarks",
         "",
@@ -184,20 +199,8 @@ def render(data: dict[str, Any]) -> str:
         "## Summary",
         "",
     ]
-    summary = [
-        [
-            item["shape"],
-            item["backend"],
-            item["auto_method"],
-            _time(item["auto_seconds"]),
-            f"{item['best_baseline']} {_time(item['best_baseline_seconds'])}",
-            f"{item['auto_over_best_baseline']:.2f}",
-            f"{item['best_engine']} {_time(item['best_engine_seconds'])}",
-            f"{item['auto_over_best_engine']:.2f}",
-        ]
-        for item in data["summary"]
-    ]
-    out += _table(["shape", "backend", "auto picks", "auto", "best baseline", "auto / baseline", "best engine", "auto / engine"], summary)
+    header = ["shape", "backend", "auto picks", "auto", "best baseline", "auto / baseline", "best engine", "auto / engine"]
+    out += _table(header, [_summary_cells(item) for item in data["summary"]])
     out += ["", "## Targets", ""]
     out += _table(["target", "measured", "status"], targets(data))
     if data.get("training_summary"):
@@ -211,21 +214,8 @@ def render(data: dict[str, Any]) -> str:
             ),
             "",
         ]
-        training = [
-            [
-                item["shape"],
-                item["backend"],
-                item["auto_method"],
-                _time(item["auto_forward_seconds"]),
-                _time(item["auto_seconds"]),
-                f"{item['best_baseline']} {_time(item['best_baseline_seconds'])}",
-                f"{item['auto_over_best_baseline']:.2f}",
-                f"{item['best_engine']} {_time(item['best_engine_seconds'])}",
-                f"{item['auto_over_best_engine']:.2f}",
-            ]
-            for item in data["training_summary"]
-        ]
         header = ["shape", "backend", "auto picks", "auto forward", "auto f+b", "best baseline f+b", "auto / baseline", "best engine f+b"]
+        training = [_summary_cells(item, forward=True) for item in data["training_summary"]]
         out += _table([*header, "auto / engine"], training)
         out += [""]
         out += _table(["target", "measured", "status"], training_targets(data))

@@ -117,6 +117,9 @@ def _plan(x: Any, w: Any, bias: Any, spatial_dims: int | None, arguments: tuple[
     )
     if spec.method == "auto":
         spec = dataclasses.replace(spec, method=engines.choose_method(spec))
+        tangent = getattr(engines, "choose_tangent_method", None)
+        if tangent is not None:
+            spec = dataclasses.replace(spec, tangent_method=tangent(spec))
     foreign: tuple[bool, bool, bool] = tuple(a is not None and _dispatch.framework_of(a) != owner for a in (x, w, bias))  # type: ignore[assignment]
     return Plan(spec, owner, target, foreign, _runner(spec, owner, target, foreign))
 

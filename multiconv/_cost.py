@@ -75,6 +75,8 @@ GPU_FFT_TAPS: Final = 64
 FFT_MIN_TAPS: Final = 32
 #: XLA compiles one dot per kernel tap for a non-depthwise ``shift``: beyond this many taps it is not considered.
 JAX_SHIFT_MAX_TAPS: Final = 32
+#: JAX differentiates ``auto`` through ``loop`` up to this batch (its transposes grow with it).
+JAX_LOOP_TANGENT_MAX_BATCH: Final = 16
 #: JAX's ``loop`` compiles one convolution per sample: beyond this batch it is not considered.
 JAX_LOOP_MAX_BATCH: Final = 256
 
@@ -167,3 +169,23 @@ def choose(backend: str, spec: ConvSpec, methods: tuple[str, ...], *, accelerato
     itemsize = 4 * _ITEM_SCALE[spec.dtype]
     fitting = [m for m in methods if eligible(backend, spec, m) and _fits(spec, m, itemsize)] or ["shift"]
     return min(fitting, key=lambda m: estimate(backend, spec, m))
+
+
+def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -> str | None:
+    """The engine JAX differentiates ``method="auto"`` through on CPU, when it is not the forward's.
+
+    Measured (docs/benchmarks.md, training rows): XLA's CPU transposes of ``loop``
+    (per-sample convolutions) grow with the batch and those of ``matmul`` (gathers
+    become scatter-adds) are slow; ``shift`` transposes well (depthwise, ``fft`` would
+    be several times faster still, but auto keeps FFT for long kernels, gradients
+    included); ``loop`` stays best for small batches.  ``None``: differentiate the forward engine itself.
+    """
+    if backend != "jax" or accelerator:
+        return None
+    if math.prod(spec.kernel) >= FFT_MIN_TAPS:  # the forward's rule: FFT only for long kernels
+        tangent = "fft"
+    elif spec.batch <= JAX_LOOP_TANGENT_MAX_BATCH and eligible(backend, spec, "loop"):
+        tangent = "loop"
+    else:
+        tangent = "shift"
+    return None if tangent == spec.method or not _fits(spec, tangent, 4 * _ITEM_SCALE[spec.dtype]) else tangent

@@ -86,6 +86,9 @@ class ConvSpec:
     out_size: tuple[int, ...]
     workspace_limit: int = DEFAULT_WORKSPACE_LIMIT
     device: str | None = None  # x's device where its framework reports one
+    #: With ``method="auto"``, the engine derivatives are taken through where the backend
+    #: knows a faster one than ``method``'s own (JAX: XLA transposes some engines slowly).
+    tangent_method: str | None = None
 
     def __hash__(self) -> int:
         """Hash once: specs key the engines' caches on every call."""

@@ -127,3 +127,31 @@ def test_workspace_limit_is_validated(bad: object) -> None:
     x, w = np.ones((2, 4, 16)), np.ones((2, 4, 4, 3))
     with pytest.raises((TypeError, ValueError), match="workspace_limit="):
         multiconv.batch_conv(x, w, workspace_limit=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
+def test_jax_auto_is_differentiated_through_an_engine_with_fast_transposes() -> None:
+    """auto's JAX derivatives go through ``shift``/``loop`` where XLA transposes its forward engine slowly."""
+    import jax
+
+    from multiconv.testing import reference_conv_vjp
+
+    rng = np.random.default_rng(9)
+    many = _api.plan(jax.numpy.zeros((256, 16, 256), np.float32), jax.numpy.zeros((256, 16, 16, 7), np.float32)).spec
+    assert (many.method, many.tangent_method) == ("loop", "shift")
+    long_kernel = _api.plan(jax.numpy.zeros((8, 8, 4096), np.float32), jax.numpy.zeros((8, 8, 8, 257), np.float32)).spec
+    assert long_kernel.tangent_method is None  # fft both ways
+    with jax.enable_x64(True):  # noqa: FBT003
+        x, w, bias = rng.standard_normal((24, 3, 30)), rng.standard_normal((24, 5, 3, 4)), rng.standard_normal((24, 5))
+        g = rng.standard_normal((24, 5, 30))
+        kwargs: dict[str, Any] = {"padding": "same", "padding_mode": "reflect"}
+        spec = _api.plan(*(jax.numpy.asarray(a) for a in (x, w, bias)), **kwargs).spec
+        assert spec.tangent_method not in (None, spec.method)
+        y, pullback = jax.vjp(lambda *a: multiconv.batch_conv(*a, **kwargs), *(jax.numpy.asarray(a) for a in (x, w, bias)))
+        _, forward_tangent = jax.jvp(lambda a: multiconv.batch_conv(a, w, bias, **kwargs), (jax.numpy.asarray(x),), (jax.numpy.asarray(x),))
+        for got, want in zip(pullback(jax.numpy.asarray(g)), reference_conv_vjp(x, w, bias, grad_y=g, **kwargs), strict=True):
+            assert want is not None
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(
+            np.asarray(forward_tangent), np.asarray(y - multiconv.batch_conv(0 * x, w, bias, **kwargs)), rtol=1e-10, atol=1e-10
+        )

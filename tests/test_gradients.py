@@ -645,10 +645,16 @@ def test_jax_vmap_over_a_population_equals_a_loop(case: ConvCase, method: str) -
 
     vmapped = jax.vmap(conv)(xs, ws, biases)
     shared_weight = jax.vmap(conv, in_axes=(0, None, None))(xs, ws[0], biases[0])
+    single = [np.asarray(conv(jnp.asarray(x), jnp.asarray(w), jnp.asarray(bias))) for x, w, bias in members]
     engine = engine_of("jax", case, members[0], method)
+    check_population(case, members, engine, vmapped=vmapped, shared_weight=shared_weight, single=single)
+
+
+def check_population(case: ConvCase, members: list[Arrays], engine: str, *, vmapped: Any, shared_weight: Any, single: list[Any]) -> None:
+    """Member ``p`` of a vmapped call equals the call on its own and the reference, with its own and with a shared weight."""
     for p, (x, w, bias) in enumerate(members):
         bound = 2 * error_bound(x, w, bias, dtype="float64", method=engine, **case.kwargs())
-        assert_conv_close(vmapped[p], np.asarray(conv(jnp.asarray(x), jnp.asarray(w), jnp.asarray(bias))), bound=bound)
+        assert_conv_close(vmapped[p], single[p], bound=bound)
         assert_conv_close(vmapped[p], reference_conv(x, w, bias, **case.kwargs()), bound=bound)
         shared = reference_conv(x, members[0][1], members[0][2], **case.kwargs())
         shared_bound = 2 * error_bound(x, members[0][1], members[0][2], dtype="float64", method=engine, **case.kwargs())
@@ -690,14 +696,9 @@ def test_torch_func_vmap_over_a_population_equals_a_loop(case: ConvCase, method:
 
     vmapped = torch.func.vmap(conv)(xs, ws, biases)
     shared_weight = torch.func.vmap(conv, in_dims=(0, None, None))(xs, ws[0], biases[0])
+    single = [conv(xs[p], ws[p], biases[p]).numpy() for p in range(len(members))]
     engine = engine_of("torch", case, members[0], method)
-    for p, (x, w, bias) in enumerate(members):
-        bound = 2 * error_bound(x, w, bias, dtype="float64", method=engine, **case.kwargs())
-        assert_conv_close(vmapped[p], conv(xs[p], ws[p], biases[p]).numpy(), bound=bound)
-        assert_conv_close(vmapped[p], reference_conv(x, w, bias, **case.kwargs()), bound=bound)
-        shared = reference_conv(x, members[0][1], members[0][2], **case.kwargs())
-        shared_bound = 2 * error_bound(x, members[0][1], members[0][2], dtype="float64", method=engine, **case.kwargs())
-        assert_conv_close(shared_weight[p], shared, bound=shared_bound)
+    check_population(case, members, engine, vmapped=vmapped, shared_weight=shared_weight, single=single)
 
 
 @needs_torch

@@ -8,6 +8,7 @@ costs one dispatch and, inside the caller's ``jit``, it is inlined.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, Final
 
@@ -18,7 +19,7 @@ from jax import lax
 
 from multiconv import _engines
 from multiconv._algorithms import batch_slices
-from multiconv._cost import choose
+from multiconv._cost import choose, choose_tangent
 from multiconv._engines import index
 from multiconv._spec import HALF_DTYPES, ArrayInfo
 from multiconv.backends import host_array, spatial_slices
@@ -81,6 +82,11 @@ def _on_accelerator(spec: ConvSpec) -> bool:
 def choose_method(spec: ConvSpec) -> str:
     """The engine for ``method="auto"`` (see :mod:`multiconv._cost`)."""
     return choose("jax", spec, tuple(METHODS), accelerator=_on_accelerator(spec))
+
+
+def choose_tangent_method(spec: ConvSpec) -> str | None:
+    """The engine ``method="auto"`` is differentiated through, if not its own (see :func:`multiconv._cost.choose_tangent`)."""
+    return choose_tangent("jax", spec, accelerator=_on_accelerator(spec))
 
 
 def _conv_kwargs(spec: ConvSpec) -> dict[str, Any]:
@@ -216,6 +222,43 @@ def convolve(spec: ConvSpec, x: jax.Array, w: jax.Array, bias: jax.Array | None)
 
 
 def _convolve(spec: ConvSpec, x: jax.Array, w: jax.Array, bias: jax.Array | None) -> jax.Array:
+    if spec.tangent_method is None:
+        return _direct(spec, x, w, bias)
+    return _differentiated_elsewhere(spec, x, w, bias)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _differentiated_elsewhere(spec: ConvSpec, x: jax.Array, w: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """The forward with ``spec.method``; derivatives through ``spec.tangent_method``.
+
+    The convolution is bilinear, so its tangent is ``conv(dx, w) + dbias + conv(x, dw)``,
+    computed by the other engine; reverse mode transposes those linear maps, so ``grad``
+    and ``vjp`` run that engine's transposes (forward mode, ``jacfwd``, works too).
+    """
+    return _direct(spec, x, w, bias)
+
+
+def _tangent(spec: ConvSpec, primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[jax.Array, jax.Array]:
+    """``conv(dx, w) + dbias + conv(x, dw)`` by ``spec.tangent_method``; zero tangents skip their term."""
+    x, w, bias = primals
+    dx, dw, dbias = tangents
+    y = _direct(spec, x, w, bias)
+    other = dataclasses.replace(spec, method=spec.tangent_method or spec.method, tangent_method=None)
+    zero = jax.custom_derivatives.SymbolicZero
+    terms = []
+    if not isinstance(dx, zero) or (bias is not None and not isinstance(dbias, zero)):
+        dx = jnp.zeros_like(x) if isinstance(dx, zero) else dx
+        terms.append(_direct(other, dx, w, None if bias is None or isinstance(dbias, zero) else dbias))
+    if not isinstance(dw, zero):
+        terms.append(_direct(other, x, dw, None))
+    dy = sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+    return y, dy
+
+
+_differentiated_elsewhere.defjvp(_tangent, symbolic_zeros=True)
+
+
+def _direct(spec: ConvSpec, x: jax.Array, w: jax.Array, bias: jax.Array | None) -> jax.Array:
     out_dtype = x.dtype
     compute = jnp.float32 if out_dtype.name in HALF_DTYPES else out_dtype
     x, w = x.astype(compute), w.astype(compute)
