@@ -18,7 +18,7 @@ import numpy as np
 from jax import lax
 
 from multiconv import _engines
-from multiconv._algorithms import batch_slices
+from multiconv._algorithms import DIRECT_ENGINES, batch_slices
 from multiconv._cost import choose, choose_tangent
 from multiconv._engines import index
 from multiconv._spec import HALF_DTYPES, ArrayInfo
@@ -90,11 +90,11 @@ def choose_tangent_method(spec: ConvSpec) -> str | None:
 
 
 def _conv_kwargs(spec: ConvSpec) -> dict[str, Any]:
-    """``lax.conv_general_dilated`` arguments for a padded, channels-first input."""
+    """``lax.conv_general_dilated`` arguments for a mode-padded, channels-first input (zero padding is the conv's)."""
     spatial = _SPATIAL[-spec.ndim :]
     return {
         "window_strides": spec.stride,
-        "padding": [(0, 0)] * spec.ndim,
+        "padding": list(spec.zero_padding),
         "rhs_dilation": spec.dilation,
         "dimension_numbers": (f"NC{spatial}", f"OI{spatial}", f"NC{spatial}"),
         "feature_group_count": spec.groups,
@@ -199,10 +199,15 @@ METHODS: Final[Mapping[str, Callable[[ConvSpec], Engine]]] = {
 
 
 def _pad(x: jax.Array, spec: ConvSpec) -> jax.Array:
-    """All of the padding, in ``padding_mode``, on channels-first ``x``."""
-    if not any(lo or hi for lo, hi in spec.padding):
+    """The padding, in ``padding_mode``, on channels-first ``x``.
+
+    All of it for the shared engines; only the mode padding for the framework's own
+    convolutions (``vmap``, ``loop``), which pad zeros themselves (cheaper to transpose).
+    """
+    pairs = spec.mode_padding if spec.method in DIRECT_ENGINES else spec.padding
+    if not any(lo or hi for lo, hi in pairs):
         return x
-    return jnp.pad(x, ((0, 0), (0, 0), *spec.padding), mode=_JAX_PAD_MODES[spec.padding_mode])
+    return jnp.pad(x, ((0, 0), (0, 0), *pairs), mode=_JAX_PAD_MODES[spec.padding_mode])
 
 
 @lru_cache(maxsize=1024)
