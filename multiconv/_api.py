@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union
 
 from multiconv import _dispatch
-from multiconv._spec import ConvSpec, make_spec
+from multiconv._spec import ARGUMENT_DEFAULTS, ConvSpec, make_spec
 
 if TYPE_CHECKING:
     from collections.abc import Hashable, Sequence
@@ -33,19 +33,8 @@ class Plan:
     run: Runner = dataclasses.field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
 
-#: The keyword arguments of ``batch_conv`` after the arrays, with their defaults, in order.
-_DEFAULTS: dict[str, Any] = {
-    "stride": 1,
-    "padding": 0,
-    "dilation": 1,
-    "groups": 1,
-    "padding_mode": "zeros",
-    "layout": "channels_first",
-    "flip": False,
-    "method": "auto",
-    "backend": None,
-    "workspace_limit": None,
-}
+#: The keyword arguments of ``batch_conv`` after the arrays, with their defaults, in order (see ``_spec``).
+_DEFAULTS = ARGUMENT_DEFAULTS
 _NAMES = tuple(_DEFAULTS)
 
 _SEQUENCES = frozenset((tuple, list))

@@ -36,6 +36,20 @@ _INTEGER_PREFIXES: Final = ("int", "uint", "bool")
 #: Frameworks take stride, padding, dilation and groups as 32-bit ints at best.
 MAX_INT_ARGUMENT: Final = 2**31 - 1
 _PAIR: Final = 2
+#: The keyword arguments of ``batch_conv`` after the arrays, with their defaults, in order.
+ARGUMENT_DEFAULTS: Final[dict[str, object]] = {
+    "stride": 1,
+    "padding": 0,
+    "dilation": 1,
+    "groups": 1,
+    "padding_mode": "zeros",
+    "layout": "channels_first",
+    "flip": False,
+    "method": "auto",
+    "backend": None,
+    "workspace_limit": None,
+}
+
 #: Default bound on an engine's scratch memory (bytes), on top of inputs and output.
 DEFAULT_WORKSPACE_LIMIT: Final = 256 * 2**20
 

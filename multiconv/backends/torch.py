@@ -18,7 +18,7 @@ from multiconv import _engines
 from multiconv._algorithms import batch_chunk
 from multiconv._cost import choose
 from multiconv._engines import index
-from multiconv._spec import HALF_DTYPES, ArrayInfo
+from multiconv._spec import ARGUMENT_DEFAULTS, HALF_DTYPES, ArrayInfo
 from multiconv.backends import host_array, spatial_slices
 
 if TYPE_CHECKING:
@@ -282,18 +282,6 @@ def convolve_numpy(spec: ConvSpec, x: np.ndarray, w: np.ndarray, bias: np.ndarra
 # kernel is the eager call, which plans (and picks the engine) for the batch it gets.
 
 
-_ARGUMENT_NAMES: Final = (
-    "stride",
-    "padding",
-    "dilation",
-    "groups",
-    "padding_mode",
-    "layout",
-    "flip",
-    "method",
-    "backend",
-    "workspace_limit",
-)
 _TRACING: Final = "under torch.compile/torch.export"
 
 
@@ -333,7 +321,7 @@ def _decode(literal: str, ints: list[int]) -> tuple[int | None, dict[str, Any]]:
     pieces = literal.split(_INT)
     text = pieces[0] + "".join(str(int(number)) + piece for number, piece in zip(ints, pieces[1:], strict=True))
     spatial_dims, *values = ast.literal_eval(text)
-    named = dict(zip(_ARGUMENT_NAMES, values, strict=True))
+    named = dict(zip(ARGUMENT_DEFAULTS, values, strict=True))
     if named["backend"] not in (None, "torch"):
         raise ValueError(f"backend={named['backend']!r}: {_TRACING} batch_conv computes with PyTorch (backend=None or 'torch')")
     return spatial_dims, named
