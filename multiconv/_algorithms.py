@@ -144,18 +144,38 @@ def workspace_elements(spec: ConvSpec, method: str, batch: int) -> int:
 CHUNK_TARGET: Final = 32 * 2**20
 
 
+#: Elements one framework call may touch in any one array: kernels with 32-bit indexing
+#: (CUDA convolutions, some XLA paths) fail or overflow past it.
+INDEX_LIMIT: Final = 2**31 - 1
+
+
+def sample_elements(spec: ConvSpec, method: str) -> int:
+    """The most elements one sample puts in any array of an engine call: input, weight, output or workspace."""
+    weight = spec.out_channels * spec.group_in_channels * math.prod(spec.kernel) if spec.per_sample_weight else 0
+    return max(
+        spec.in_channels * math.prod(spec.padded_size),
+        spec.out_channels * math.prod(spec.out_size),
+        weight,
+        workspace_elements(spec, method, 1),
+        1,
+    )
+
+
 @lru_cache(maxsize=512)
 def batch_chunk(spec: ConvSpec, method: str, itemsize: int) -> int:
     """The batch chunk an engine works on: its workspace fits ``spec.workspace_limit``.
 
     The shared engines also keep a chunk's workspace near :data:`CHUNK_TARGET`; the
-    framework's own convolutions chunk only when the limit requires it.
+    framework's own convolutions chunk only when the limit requires it.  Every array
+    of a chunk also stays within :data:`INDEX_LIMIT` elements (one sample larger than
+    that goes alone: it cannot be cut along the batch).
     """
     if spec.batch == 0:
         return 1
     budget = spec.workspace_limit if method in DIRECT_ENGINES else min(spec.workspace_limit, CHUNK_TARGET)
     per_sample = max(workspace_elements(spec, method, 1) * itemsize, 1)
-    return max(1, min(spec.batch, budget // per_sample))
+    indexable = INDEX_LIMIT // sample_elements(spec, method)
+    return max(1, min(spec.batch, budget // per_sample, indexable))
 
 
 def batch_slices(spec: ConvSpec, method: str, itemsize: int) -> Iterator[slice]:
