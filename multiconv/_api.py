@@ -104,12 +104,16 @@ def _plan(x: Any, w: Any, bias: Any, spatial_dims: int | None, arguments: tuple[
         spatial_dims=spatial_dims,
         **named,
     )
+    foreign: tuple[bool, bool, bool] = tuple(a is not None and _dispatch.framework_of(a) != owner for a in (x, w, bias))  # type: ignore[assignment]
     if spec.method == "auto":
+        recorded = getattr(engines, "differentiable", None) if target == owner else None
+        own = [a for a, moved in zip(arrays.values(), foreign, strict=True) if a is not None and not moved]
+        if recorded is not None and any(recorded(a) for a in own):
+            spec = dataclasses.replace(spec, training=True)
         spec = dataclasses.replace(spec, method=engines.choose_method(spec))
         tangent = getattr(engines, "choose_tangent_method", None)
         if tangent is not None:
             spec = dataclasses.replace(spec, tangent_method=tangent(spec))
-    foreign: tuple[bool, bool, bool] = tuple(a is not None and _dispatch.framework_of(a) != owner for a in (x, w, bias))  # type: ignore[assignment]
     return Plan(spec, owner, target, foreign, _runner(spec, owner, target, foreign))
 
 

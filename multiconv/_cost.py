@@ -81,6 +81,12 @@ JAX_LOOP_TANGENT_MAX_BATCH: Final = 16
 JAX_LOOP_MAX_BATCH: Final = 256
 
 
+#: PyTorch: forward + backward time over forward time per engine, the median over the
+#: benchmark's shapes (docs/benchmarks.md, training rows).  Autograd's backward of
+#: ``unfold`` is a scatter-add, so ``matmul`` trains slower than it runs forward.
+TORCH_TRAINING_FACTOR: Final = {"grouped": 3.4, "shift": 3.6, "matmul": 4.9, "fft": 3.5}
+
+
 def _gemm(batch: int, m: int, k: int, n: int) -> float:
     """Flops of ``batch`` products ``(m, k) @ (k, n)`` over an efficiency for thin shapes."""
     efficiency = (m / (m + 8)) * (k / (k + 8)) * (n / (n + 64))
@@ -168,6 +174,8 @@ def choose(backend: str, spec: ConvSpec, methods: tuple[str, ...], *, accelerato
         return "fft" if math.prod(spec.kernel) >= GPU_FFT_TAPS else direct
     itemsize = 4 * _ITEM_SCALE[spec.dtype]
     fitting = [m for m in methods if eligible(backend, spec, m) and _fits(spec, m, itemsize)] or ["shift"]
+    if spec.training and backend == "torch":
+        return min(fitting, key=lambda m: estimate(backend, spec, m) * TORCH_TRAINING_FACTOR[m])
     return min(fitting, key=lambda m: estimate(backend, spec, m))
 
 

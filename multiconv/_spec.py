@@ -103,6 +103,9 @@ class ConvSpec:
     #: With ``method="auto"``, the engine derivatives are taken through where the backend
     #: knows a faster one than ``method``'s own (JAX: XLA transposes some engines slowly).
     tangent_method: str | None = None
+    #: With ``method="auto"``: a gradient will be taken (PyTorch: an input requires grad under grad
+    #: mode), so the engine is chosen for forward plus backward.
+    training: bool = False
 
     def __hash__(self) -> int:
         """Hash once: specs key the engines' caches on every call."""

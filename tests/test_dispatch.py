@@ -215,3 +215,27 @@ def test_a_repeated_call_reuses_its_plan() -> None:
     first = _api.plan(x, w, padding=(0,))
     assert _api.plan(x, w, padding=(0,)) is first
     assert _api.plan(x, w, padding=(0,), method="shift").spec.method == "shift"
+
+
+@needs_torch
+def test_torch_auto_chooses_for_training_when_autograd_records() -> None:
+    """float64, 64 -> 64 channels, L 1024, K 3: ``matmul`` runs forward fastest, the fold trains fastest.
+
+    Measured in docs/benchmarks.md (float64 rows): matmul 6.5 ms against grouped
+    9.0 ms forward; 37 ms against 31 ms forward + backward.
+    """
+    torch = importlib.import_module("torch")
+    x = torch.zeros(64, 64, 1024, dtype=torch.float64)
+    w = torch.zeros(64, 64, 64, 3, dtype=torch.float64)
+    assert _api.plan(x, w, padding="same").spec.method == "matmul"
+    trained = _api.plan(x.requires_grad_(), w, padding="same").spec
+    assert (trained.method, trained.training) == ("grouped", True)
+    with torch.no_grad():  # nothing is recorded: the forward choice again
+        assert _api.plan(x, w, padding="same").spec.method == "matmul"
+    assert _api.plan(x.detach(), w.requires_grad_(), padding="same").spec.method == "grouped"
+    y = multiconv.batch_conv(x, w, padding="same")
+    y.sum().backward()
+    assert x.grad is not None
+    assert w.grad is not None
+    with torch.no_grad():
+        assert _api.plan(x, w, padding="same", method="matmul").spec.training is False

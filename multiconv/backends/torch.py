@@ -35,7 +35,12 @@ _CONV: Final = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 def signature(a: torch.Tensor) -> Hashable:
     """What validation reads from ``a``, hashable (see ``multiconv._dispatch.signature``)."""
-    return (type(a), a.shape, a.dtype, a.device, a.layout)
+    return (type(a), a.shape, a.dtype, a.device, a.layout, a.requires_grad and torch.is_grad_enabled())
+
+
+def differentiable(a: torch.Tensor) -> bool:
+    """Whether autograd will record a call on ``a`` (``method="auto"`` then chooses for training too)."""
+    return a.requires_grad and torch.is_grad_enabled()
 
 
 def info(a: torch.Tensor, name: str) -> ArrayInfo:
