@@ -167,6 +167,12 @@ def _batched(spec: ConvSpec, compute: np.dtype) -> Engine:
     return chunked
 
 
+def _canonical(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``a`` in C order, aligned, of ``dtype`` (copied only where it is not; cheaper than ``np.require``)."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.aligned else a.copy()
+
+
 @lru_cache(maxsize=1024)
 def prepare(spec: ConvSpec) -> Runner:
     """``run(x, w, bias)``: the whole convolution for ``spec``, every decision taken once, here."""
@@ -179,8 +185,9 @@ def prepare(spec: ConvSpec) -> Runner:
     bias_shape = spec.bias_shape
 
     def run(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-        # One memory order in, one summation order out: strided views give bitwise the same result.
-        x, w = np.ascontiguousarray(x, dtype=compute), np.ascontiguousarray(w, dtype=compute)
+        # One memory order in, one summation order out: strided, byte-swapped and unaligned
+        # views give bitwise the same result (NumPy sums unaligned operands in another order).
+        x, w = _canonical(x, compute), _canonical(w, compute)
         if channels_last:
             x = np.moveaxis(x, -1, 1)
         if broadcast:
