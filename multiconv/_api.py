@@ -61,14 +61,19 @@ def _resolve(x: Any, w: Any, bias: Any, spatial_dims: int | None, arguments: tup
     # Scalars key by value and type; sequences need a deep freeze.
     frozen = arguments if _SEQUENCES.isdisjoint(kinds) else tuple(map(_freeze, arguments))
     signature = _dispatch.signature
-    key = (spatial_dims, signature(x), signature(w), None if bias is None else signature(bias), kinds, frozen)
+    x_key, w_key, bias_key = signature(x), signature(w), None if bias is None else signature(bias)
+    if x_key is None or w_key is None or (bias_key is None and bias is not None):
+        return _plan(x, w, bias, spatial_dims, arguments)  # not arrays: validation says so
+    key = (spatial_dims, x_key, w_key, bias_key, kinds, frozen)
     try:
         return _PLAN_CACHE[key]
     except KeyError:
-        pass
+        cacheable = True
     except TypeError:  # an unhashable argument: validate it the slow way, every time
-        return _plan(x, w, bias, spatial_dims, arguments)
-    resolved = _plan(x, w, bias, spatial_dims, arguments)
+        cacheable = False
+    resolved = _plan(x, w, bias, spatial_dims, arguments)  # outside the except: its errors carry no context
+    if not cacheable:
+        return resolved
     if len(_PLAN_CACHE) >= _PLAN_CACHE_SIZE:
         _PLAN_CACHE.clear()
     _PLAN_CACHE[key] = resolved

@@ -62,21 +62,21 @@ def _short_repr(value: object, limit: int = 60) -> str:
 
 
 def owner(arrays: dict[str, object]) -> str:
-    """The framework that owns a call's arrays (``None`` entries are skipped).
+    """The framework that owns a call's arrays (a ``None`` bias is skipped).
 
     NumPy arrays join whichever other framework is present.  Raises ``TypeError``
-    for a non-array or for arrays of two different frameworks.
+    for a non-array (``None`` included, except for the bias) or for arrays of two
+    different frameworks.
     """
     found: dict[str, str] = {}
     for name, value in arrays.items():
-        if value is None:
+        if value is None and name == "bias":
             continue
         kind = framework_of(value)
         if kind is None:
+            got = "None" if value is None else f"{type(value).__module__}.{type(value).__qualname__} {_short_repr(value)}"
             raise TypeError(
-                f"{name} must be a NumPy array, a torch.Tensor or a JAX array; got {type(value).__module__}.{type(value).__qualname__} "
-                f"{_short_repr(value)} "
-                f"(convert it first, e.g. with numpy.asarray)"
+                f"{name} must be a NumPy array, a torch.Tensor or a JAX array; got {got} (convert it first, e.g. with numpy.asarray)"
             )
         found[name] = kind
     others = {kind for kind in found.values() if kind != "numpy"}
