@@ -1,24 +1,34 @@
-"""Development sessions: ``nox`` runs lint, typecheck, tests (all backends) and lite (NumPy only).
+#!/usr/bin/env python3
+# /// script
+# dependencies = ["nox>=2025.10.14"]
+# ///
+"""Development sessions: ``nox`` runs lint, typecheck, repo_review, tests, slow and lite.
 
-``nox -s demo`` runs the demo on every backend.  Environments pin torch/JAX through
-``constraints.txt``; torch's local CPU wheel exists for Python 3.11 only, so the
-sessions that need it run on 3.11 with nox's default virtualenv + pip.
+``tests`` runs the suite on every backend and fails under 95% branch coverage; ``slow`` runs
+the tests marked ``slow`` (large arrays); ``lite`` runs on NumPy alone. ``nox -s demo`` runs
+the demo on every backend. Environments pin torch/JAX and the tools through ``constraints.txt``;
+torch's local CPU wheel exists for Python 3.11 only, so the sessions that need it run on 3.11
+with nox's default virtualenv + pip.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import nox
 
+nox.needs_version = ">=2025.10.14"
 nox.options.default_venv_backend = "virtualenv"
-nox.options.sessions = ["lint", "typecheck", "tests", "lite"]
 nox.options.error_on_missing_interpreters = True
 
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 CONSTRAINTS = ("-c", "constraints.txt")
 FULL_PYTHON = "3.11"
 LITE_PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+ALL_BACKENDS = {"MULTICONV_TEST_BACKENDS": "numpy,torch,jax"}
 
 
 def _expose_pyenv_interpreters() -> None:
@@ -41,7 +51,18 @@ def _expose_pyenv_interpreters() -> None:
 _expose_pyenv_interpreters()
 
 
-@nox.session(python=FULL_PYTHON)
+def _hook_versions() -> dict[str, str]:
+    """Version of each pre-commit hook repository (``{"ruff-pre-commit": "0.17.6", ...}``).
+
+    The hook repositories live on GitHub, which CI cannot reach, so ``lint`` installs the
+    same tools from PyPI at the versions ``.pre-commit-config.yaml`` pins: one place to bump.
+    """
+    text = (ROOT / ".pre-commit-config.yaml").read_text(encoding="utf-8")
+    pattern = r"repo: https://github\.com/[\w.-]+/([\w.-]+)\s+rev: [\"']?v?([\w.]+)"
+    return dict(re.findall(pattern, text))
+
+
+@nox.session(python=FULL_PYTHON, default=False)
 def demo(session: nox.Session) -> None:
     """Run the README example on every backend, timed against a Python loop."""
     session.install(*CONSTRAINTS, ".[all]")
@@ -49,34 +70,61 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session(python=FULL_PYTHON)
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check, codespell, validate-pyproject (the pre-commit hooks' tools and versions)."""
+    hooks = _hook_versions()
+    session.install(
+        *CONSTRAINTS,
+        f"ruff=={hooks['ruff-pre-commit']}",
+        f"codespell=={hooks['codespell']}",
+        f"validate-pyproject=={hooks['validate-pyproject']}",
+        "validate-pyproject-schema-store[all]",
+    )
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("codespell")
+    session.run("validate-pyproject", "pyproject.toml")
+
+
+@nox.session(python=FULL_PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """Mypy in strict mode over the package, the tests, the benchmarks and this file."""
+    session.install(*CONSTRAINTS, ".[all,bench]", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
+    session.run("mypy")
+
+
+@nox.session(python=FULL_PYTHON)
+def repo_review(session: nox.Session) -> None:
+    """Scientific Python's repo-review; the checks that do not apply are ignored, with reasons, in pyproject.toml."""
+    session.install(*CONSTRAINTS, "sp-repo-review[cli,pyproject]")
+    session.run("sp-repo-review", ".")
+
+
+@nox.session(python=FULL_PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole test suite on NumPy, PyTorch and JAX (a missing backend fails the run)."""
-    session.install(*CONSTRAINTS, ".[all,test]")
-    session.run("pytest", *session.posargs, env={"MULTICONV_TEST_BACKENDS": "numpy,torch,jax"})
+    """The test suite on NumPy, PyTorch and JAX (a missing backend fails the run), with branch coverage >= 95%."""
+    session.install(*CONSTRAINTS, ".[all,bench]", *nox.project.dependency_groups(PYPROJECT, "test", "coverage"))
+    session.run("pytest", "-m", "not slow", "--cov", "--cov-report=term", *session.posargs, env=ALL_BACKENDS)
+
+
+@nox.session(python=FULL_PYTHON)
+def slow(session: nox.Session) -> None:
+    """The tests marked ``slow`` (large arrays, several GiB of memory) on every backend."""
+    session.install(*CONSTRAINTS, ".[all]", *nox.project.dependency_groups(PYPROJECT, "test"))
+    session.run("pytest", "-m", "slow", *session.posargs, env=ALL_BACKENDS)
 
 
 @nox.session(python=LITE_PYTHONS)
 def lite(session: nox.Session) -> None:
     """NumPy only: the package imports and works with neither torch nor JAX installed."""
-    session.install(*CONSTRAINTS, ".[test]")
+    session.install(*CONSTRAINTS, ".", *nox.project.dependency_groups(PYPROJECT, "test"))
     session.run(
         "python",
         "-c",
         "import importlib.util as u; missing = [m for m in ('torch', 'jax') if u.find_spec(m)]; assert not missing, missing",
     )
-    session.run("pytest", *session.posargs, env={"MULTICONV_TEST_BACKENDS": "numpy"})
+    session.run("pytest", "-m", "not slow", *session.posargs, env={"MULTICONV_TEST_BACKENDS": "numpy"})
 
 
-@nox.session(python=FULL_PYTHON)
-def lint(session: nox.Session) -> None:
-    """Ruff lint and format check."""
-    session.install("ruff>=0.8")
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
-
-
-@nox.session(python=FULL_PYTHON)
-def typecheck(session: nox.Session) -> None:
-    """Mypy in strict mode over the package, the tests and this file."""
-    session.install(*CONSTRAINTS, ".[all,test,bench]", "mypy>=1.10", "nox")
-    session.run("mypy")
+if __name__ == "__main__":
+    nox.main()

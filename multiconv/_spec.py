@@ -8,7 +8,6 @@ arguments, so every rule of the contract (and every error message) lives once.
 from __future__ import annotations
 
 import dataclasses
-import math
 import operator
 from dataclasses import dataclass
 from functools import cached_property
@@ -136,11 +135,6 @@ class ConvSpec:
         return self.out_channels // self.groups
 
     @cached_property
-    def depthwise(self) -> bool:
-        """One input channel per group."""
-        return self.groups == self.in_channels
-
-    @cached_property
     def per_sample_weight(self) -> bool:
         """Whether every batch element has its own weight."""
         return self.weight_kind == "per_sample"
@@ -184,12 +178,6 @@ class ConvSpec:
             return (self.out_channels,) if self.channels_last else (self.out_channels, *ones)
         lead = self.batch if self.bias_kind == "per_sample" else 1
         return (lead, *ones, self.out_channels) if self.channels_last else (lead, self.out_channels, *ones)
-
-    @cached_property
-    def macs(self) -> int:
-        """Multiply-accumulates of the whole convolution."""
-        positions = math.prod(self.out_size)
-        return self.batch * self.out_channels * positions * self.group_in_channels * math.prod(self.kernel)
 
 
 def _describe(value: object) -> str:

@@ -134,7 +134,7 @@ def _torch_subjects(x: np.ndarray, w: np.ndarray) -> list[_Subject]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def sync(_: object) -> None:
-        if device.type == "cuda":
+        if device.type == "cuda":  # pragma: no cover (CUDA only)
             torch.cuda.synchronize(device)
 
     def loop(xt: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:

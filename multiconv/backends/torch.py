@@ -85,9 +85,7 @@ def choose_method(spec: ConvSpec) -> str:
 
 
 def _pad(x: torch.Tensor, pairs: tuple[tuple[int, int], ...], mode: str) -> torch.Tensor:
-    """``F.pad`` with per-dim ``(lo, hi)`` pairs in the order of ``x``'s spatial dims."""
-    if not any(lo or hi for lo, hi in pairs):
-        return x
+    """``F.pad`` with per-dim ``(lo, hi)`` pairs in the order of ``x``'s spatial dims (callers skip all-zero pairs)."""
     flat = [side for pair in reversed(pairs) for side in pair]
     if mode == "zeros":
         return F.pad(x, flat)
