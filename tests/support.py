@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+import multiconv
+
+if TYPE_CHECKING:
+    import pytest
 
 ALL_BACKENDS = ("numpy", "torch", "jax")
 
@@ -53,3 +59,16 @@ def to_numpy(a: Any) -> np.ndarray:
 def dtype_name(a: Any) -> str:
     """Dtype name of any backend's array."""
     return str(a.dtype).removeprefix("torch.")
+
+
+#: The installed package's folder: errors must be raised from a file inside it.
+PACKAGE_DIR = Path(multiconv.__file__).resolve().parent
+
+
+def assert_raised_by_multiconv(excinfo: pytest.ExceptionInfo[Exception]) -> None:
+    """The error comes from multiconv itself, with no other error (a framework's) shown chained to it."""
+    error = excinfo.value
+    assert error.__cause__ is None, f"chained cause: {error.__cause__!r}"
+    assert error.__context__ is None or error.__suppress_context__, f"visible context: {error.__context__!r}"
+    innermost = Path(str(excinfo.traceback[-1].path)).resolve()
+    assert PACKAGE_DIR in innermost.parents, f"raised in {innermost}, outside multiconv"

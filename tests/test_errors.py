@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-from support import BACKENDS, as_backend
+from support import BACKENDS, PACKAGE_DIR, as_backend, assert_raised_by_multiconv
 
 import multiconv
 
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from _pytest.mark import ParameterSet
-
-PACKAGE_DIR = Path(multiconv.__file__).resolve().parent
 
 
 def _lit(*parts: str) -> str:
@@ -470,22 +468,13 @@ def _error_cases() -> list[ParameterSet]:
 ERROR_CASES = _error_cases()
 
 
-def _assert_raised_by_multiconv(excinfo: pytest.ExceptionInfo[Exception]) -> None:
-    """The error comes from multiconv itself, with no framework error shown chained to it."""
-    error = excinfo.value
-    assert error.__cause__ is None, f"chained cause: {error.__cause__!r}"
-    assert error.__context__ is None or error.__suppress_context__, f"visible context: {error.__context__!r}"
-    innermost = Path(str(excinfo.traceback[-1].path)).resolve()
-    assert PACKAGE_DIR in innermost.parents, f"raised in {innermost}, outside multiconv"
-
-
 @pytest.mark.parametrize(("make", "expected", "pattern"), ERROR_CASES)
 def test_bad_input_raises(make: Callable[[], object], expected: type[Exception], pattern: str) -> None:
     with pytest.raises(Exception) as excinfo:  # the exact type is checked below
         make()
     assert type(excinfo.value) is expected, f"{type(excinfo.value).__module__}.{type(excinfo.value).__name__}: {excinfo.value}"
     assert re.search(pattern, str(excinfo.value)), f"{pattern!r} not found in: {excinfo.value}"
-    _assert_raised_by_multiconv(excinfo)
+    assert_raised_by_multiconv(excinfo)
 
 
 def test_error_table_is_large_and_well_formed() -> None:
@@ -547,7 +536,7 @@ def test_same_error_on_every_backend(backend: str, make: Call, expected: type[Ex
     assert re.search(pattern, str(excinfo.value)), f"{pattern!r} not found in: {excinfo.value}"
     if same_text:
         assert str(excinfo.value) == str(on_numpy.value)
-    _assert_raised_by_multiconv(excinfo)
+    assert_raised_by_multiconv(excinfo)
 
 
 # -- no framework error leaks through ----------------------------------------------------------

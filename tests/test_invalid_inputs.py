@@ -22,14 +22,13 @@ import importlib.util
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pytest
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
-from support import BACKENDS, as_backend
+from support import BACKENDS, as_backend, assert_raised_by_multiconv
 
 import multiconv
 from multiconv import _api, _dispatch
@@ -38,7 +37,6 @@ from multiconv._spec import ARGUMENT_DEFAULTS
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
-PACKAGE_DIR: Final = Path(multiconv.__file__).resolve().parent
 ENTRY_POINTS: Final = {None: multiconv.batch_conv, 1: multiconv.batch_conv1d, 2: multiconv.batch_conv2d, 3: multiconv.batch_conv3d}
 
 #: The contract's valid values (written out here, not read from ``multiconv._spec``).
@@ -308,15 +306,6 @@ def _warm_up() -> None:
             Arr((1, 1, 1), dtype, name).build()
 
 
-def _assert_raised_by_multiconv(excinfo: pytest.ExceptionInfo[Exception]) -> None:
-    """The error comes from multiconv itself, with no other error shown chained to it (as in test_errors)."""
-    error = excinfo.value
-    assert error.__cause__ is None, f"chained cause: {error.__cause__!r}"
-    assert error.__context__ is None or error.__suppress_context__, f"visible context: {error.__context__!r}"
-    innermost = Path(str(excinfo.traceback[-1].path)).resolve()
-    assert PACKAGE_DIR in innermost.parents, f"raised in {innermost}, outside multiconv"
-
-
 def assert_rejected(case: Case, bads: Sequence[Bad], warm: Case | None = None) -> None:
     """``case`` raises the error of one of ``bads``, from multiconv's validation (after the valid call ``warm``)."""
     for bad in bads:
@@ -329,7 +318,7 @@ def assert_rejected(case: Case, bads: Sequence[Bad], warm: Case | None = None) -
             case.call()
     error = excinfo.value
     assert type(error) in {ValueError, TypeError}, f"{type(error).__module__}.{type(error).__qualname__}: {error}"
-    _assert_raised_by_multiconv(excinfo)
+    assert_raised_by_multiconv(excinfo)
     expected = "\n".join(f"  {bad.error.__name__} naming one of {bad.names} with one of {bad.texts} and {bad.also}" for bad in bads)
     assert any(bad.explains(error) for bad in bads), f"got {type(error).__name__}: {error}\nexpected\n{expected}"
 
