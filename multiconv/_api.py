@@ -111,9 +111,10 @@ def _plan(x: Any, w: Any, bias: Any, spatial_dims: int | None, arguments: tuple[
     )
     foreign: tuple[bool, bool, bool] = tuple(a is not None and _dispatch.framework_of(a) != owner for a in (x, w, bias))  # type: ignore[assignment]
     if spec.method == "auto":
+        # Only the owner's own arrays can be recorded by its autograd (moved NumPy arrays cannot).
         recorded = getattr(engines, "differentiable", None) if target == owner else None
-        own = [a for a, moved in zip(arrays.values(), foreign, strict=True) if a is not None and not moved]
-        if recorded is not None and any(recorded(a) for a in own):
+        pairs = zip((x, w, bias), foreign, strict=True)
+        if recorded is not None and any(a is not None and not moved and recorded(a) for a, moved in pairs):
             spec = dataclasses.replace(spec, training=True)
         spec = dataclasses.replace(spec, method=engines.choose_method(spec))
         tangent = getattr(engines, "choose_tangent_method", None)

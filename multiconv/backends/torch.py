@@ -34,8 +34,8 @@ _CONV: Final = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 def signature(a: torch.Tensor) -> Hashable:
-    """What validation reads from ``a``, hashable (see ``multiconv._dispatch.signature``)."""
-    return (type(a), a.shape, a.dtype, a.device, a.layout, a.requires_grad and torch.is_grad_enabled())
+    """What validation and ``auto`` read from ``a``, hashable (see ``multiconv._dispatch.signature``)."""
+    return (type(a), a.shape, a.dtype, a.device, a.layout, differentiable(a))
 
 
 def differentiable(a: torch.Tensor) -> bool:
