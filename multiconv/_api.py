@@ -60,23 +60,24 @@ def _resolve(x: Any, w: Any, bias: Any, spatial_dims: int | None, arguments: tup
     kinds = tuple(map(type, arguments))
     # Scalars key by value and type; sequences need a deep freeze.
     frozen = arguments if _SEQUENCES.isdisjoint(kinds) else tuple(map(_freeze, arguments))
-    signature = _dispatch.signature
-    x_key, w_key, bias_key = signature(x), signature(w), None if bias is None else signature(bias)
-    if x_key is None or w_key is None or (bias_key is None and bias is not None):
-        return _plan(x, w, bias, spatial_dims, arguments)  # not arrays: validation says so
-    key = (spatial_dims, x_key, w_key, bias_key, kinds, frozen)
-    try:
-        return _PLAN_CACHE[key]
+    known = _dispatch.SIGNATURE_OF
+    try:  # the hot path: array types seen before, a plan cached
+        signatures = (known[type(x)](x), known[type(w)](w), None if bias is None else known[type(bias)](bias))
+        return _PLAN_CACHE[spatial_dims, kinds, frozen, signatures]
     except KeyError:
         cacheable = True
     except TypeError:  # an unhashable argument: validate it the slow way, every time
         cacheable = False
+    signature = _dispatch.signature
+    signatures = (signature(x), signature(w), None if bias is None else signature(bias))
+    if None in signatures[:2] or (signatures[2] is None and bias is not None):
+        return _plan(x, w, bias, spatial_dims, arguments)  # not arrays: validation says so
     resolved = _plan(x, w, bias, spatial_dims, arguments)  # outside the except: its errors carry no context
     if not cacheable:
         return resolved
     if len(_PLAN_CACHE) >= _PLAN_CACHE_SIZE:
         _PLAN_CACHE.clear()
-    _PLAN_CACHE[key] = resolved
+    _PLAN_CACHE[spatial_dims, kinds, frozen, signatures] = resolved
     return resolved
 
 

@@ -117,17 +117,18 @@ def load(name: str) -> ModuleType:
     return module
 
 
-_SIGNATURE_OF: dict[type, Callable[[object], Hashable]] = {}  # array type -> its backend's signature()
+#: Array type -> its backend's ``signature`` (filled by :func:`signature`; the plan cache reads it directly).
+SIGNATURE_OF: dict[type, Callable[[object], Hashable]] = {}
 
 
 def signature(a: object) -> Hashable:
     """Everything validation reads from an array (type, shape, dtype, device), hashable; ``None`` for non-arrays."""
-    function = _SIGNATURE_OF.get(type(a))
+    function = SIGNATURE_OF.get(type(a))
     if function is None:
         kind = framework_of(a)
         if kind is None:
             return None
-        function = _SIGNATURE_OF[type(a)] = load(kind).signature
+        function = SIGNATURE_OF[type(a)] = load(kind).signature
     return function(a)
 
 

@@ -60,7 +60,7 @@ def clear_caches() -> None:
     """Forget every plan, prepared engine and cached geometry (private names: there is no public way)."""
     _api._PLAN_CACHE.clear()
     _dispatch._TYPE_CACHE.clear()
-    _dispatch._SIGNATURE_OF.clear()
+    _dispatch.SIGNATURE_OF.clear()
     _dispatch._LOADED.clear()
     for cached in (_algorithms.kernel_taps, _algorithms.fft_blocks, _algorithms.batch_chunk, _algorithms.next_fast_len):
         cached.cache_clear()

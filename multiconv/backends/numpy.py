@@ -92,10 +92,8 @@ class _NumpyOps:
     def flip(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
         return np.flip(a, axis=axes)
 
-    @staticmethod
-    def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        result: np.ndarray = np.matmul(a, b)
-        return result
+    #: ``np.matmul`` itself: the shift engine calls it once per tap, and a wrapper costs a call.
+    matmul: Final = staticmethod(np.matmul)
 
     @staticmethod
     def is_complex(a: np.ndarray) -> bool:
@@ -154,7 +152,7 @@ def _batched(spec: ConvSpec, compute: np.dtype) -> Engine:
         return x if padding is None else np.pad(x, padding, mode=pad_mode)  # type: ignore[call-overload]
 
     if spec.batch and batch_chunk(spec, spec.method, compute.itemsize) >= spec.batch:
-        return lambda x, w: engine(pad(x), w)
+        return engine if padding is None else lambda x, w: engine(pad(x), w)
     chunks = tuple(batch_slices(spec, spec.method, compute.itemsize)) if spec.batch else ()
     out_shape = (spec.batch, spec.out_channels, *spec.out_size)
 
@@ -169,8 +167,11 @@ def _batched(spec: ConvSpec, compute: np.dtype) -> Engine:
 
 def _canonical(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``a`` in C order, aligned, of ``dtype`` (copied only where it is not; cheaper than ``np.require``)."""
-    a = np.ascontiguousarray(a, dtype=dtype)
+    a = _contiguous(a, dtype=dtype)
     return a if a.flags.aligned else a.copy()
+
+
+_contiguous: Final = np.ascontiguousarray
 
 
 @lru_cache(maxsize=1024)
@@ -187,7 +188,9 @@ def prepare(spec: ConvSpec) -> Runner:
     def run(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
         # One memory order in, one summation order out: strided, byte-swapped and unaligned
         # views give bitwise the same result (NumPy sums unaligned operands in another order).
-        x, w = _canonical(x, compute), _canonical(w, compute)
+        x, w = _contiguous(x, dtype=compute), _contiguous(w, dtype=compute)
+        if not (x.flags.aligned and w.flags.aligned):
+            x, w = _canonical(x, compute), _canonical(w, compute)
         if channels_last:
             x = np.moveaxis(x, -1, 1)
         if broadcast:
