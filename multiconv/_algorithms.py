@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Final
 
@@ -183,3 +183,66 @@ def batch_slices(spec: ConvSpec, method: str, itemsize: int) -> Iterator[slice]:
     chunk = batch_chunk(spec, method, itemsize)
     for start in range(0, max(spec.batch, 1), chunk):
         yield slice(start, min(start + chunk, spec.batch))
+
+
+@dataclass(frozen=True)
+class DepthwiseAdjoints:
+    """The derivatives of a depthwise per-sample convolution, as two more depthwise convolutions.
+
+    For ``y = conv(xp, w)`` on the padded input ``xp`` (``C_in // groups == 1``, weight
+    ``(B, C_out, 1, *K)``) and a cotangent ``g`` shaped like ``y``:
+
+    * ``dxp = conv(dilate(g), flip(w))`` under :attr:`input`: ``g`` gets ``stride - 1``
+      zeros between its entries and the zero padding :attr:`dilate_pad` (``(lo, hi,
+      interior)`` per spatial dim), the weight is read as ``(B, groups, C_out // groups,
+      *K)`` and flipped; the result has the padded input's shape.
+    * ``dw = conv(xp[crop], g)`` under :attr:`weight`: ``g`` is the kernel
+      ``(B, C_out, 1, *S_out)``, ``dilation`` becomes the stride and ``stride`` the
+      dilation, and ``xp`` is cut to :attr:`weight`'s ``in_size`` so that exactly ``K``
+      positions come out.
+
+    Both are cross-correlations of per-sample weights with zero padding, channels first.
+    """
+
+    input: ConvSpec
+    dilate_pad: tuple[tuple[int, int, int], ...]
+    weight: ConvSpec
+
+
+def depthwise_adjoints(spec: ConvSpec) -> DepthwiseAdjoints:
+    """:class:`DepthwiseAdjoints` for a per-sample depthwise ``spec`` (its engine's geometry)."""
+    zeros = tuple((0, 0) for _ in spec.kernel)
+
+    def plain(**geometry: tuple[int, ...] | int) -> ConvSpec:  # a per-sample cross-correlation, zero padding, channels first
+        return replace(
+            spec,
+            padding=zeros,
+            padding_mode="zeros",
+            layout="channels_first",
+            flip=False,
+            weight_kind="per_sample",
+            bias_kind="none",
+            method="shift",
+            tangent_method=None,
+            training=False,
+            **geometry,  # type: ignore[arg-type]
+        )
+
+    reach = tuple((n - 1) * s + 1 for n, s in zip(spec.out_size, spec.stride, strict=True))  # dilated g's extent
+    tails = tuple(p - r - e + 1 for p, r, e in zip(spec.padded_size, reach, spec.effective_kernel, strict=True))
+    dilate_pad = tuple((e - 1, e - 1 + t, s - 1) for e, t, s in zip(spec.effective_kernel, tails, spec.stride, strict=True))
+    input_spec = plain(
+        in_channels=spec.out_channels,
+        out_channels=spec.in_channels,
+        in_size=tuple(r + 2 * (e - 1) + t for r, e, t in zip(reach, spec.effective_kernel, tails, strict=True)),
+        stride=(1,) * spec.ndim,
+        out_size=spec.padded_size,
+    )
+    weight_spec = plain(
+        in_size=tuple(r + e - 1 for r, e in zip(reach, spec.effective_kernel, strict=True)),
+        kernel=spec.out_size,
+        stride=spec.dilation,
+        dilation=spec.stride,
+        out_size=spec.kernel,
+    )
+    return DepthwiseAdjoints(input_spec, dilate_pad, weight_spec)

@@ -184,9 +184,9 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
 
     Measured (docs/benchmarks.md, training rows): XLA's CPU transposes of ``loop``
     (per-sample convolutions) grow with the batch and those of ``matmul`` (gathers
-    become scatter-adds) are slow; ``shift`` transposes well (depthwise, ``fft`` would
-    be several times faster still, but auto keeps FFT for long kernels, gradients
-    included); ``loop`` stays best for small batches.  ``None``: differentiate the forward engine itself.
+    become scatter-adds) are slow; ``shift`` transposes well (depthwise, through its own
+    derivative rule: ``multiconv.backends.jax._shift``); ``loop`` stays best for small
+    batches.  ``None``: differentiate the forward engine itself.
     """
     if backend != "jax" or accelerator:
         return None

@@ -515,6 +515,102 @@ def test_jax_check_grads_second_order(case: ConvCase) -> None:
     jax_test_util.check_grads(conv, tuple(args), order=2, modes=("fwd", "rev"))
 
 
+#: Depthwise per-sample convolutions whose JAX ``shift`` derivatives are depthwise convolutions
+#: themselves (``multiconv._algorithms.depthwise_adjoints``): channel multipliers, N-d, stride
+#: and dilation together, uneven padding in every mode, and one case past the positions cap.
+DEPTHWISE_CASES = {
+    "1d-multiplier-stride-dilation": ConvCase(
+        batch=3,
+        groups=3,
+        group_in=1,
+        group_out=2,
+        in_size=(11,),
+        kernel=(3,),
+        stride=3,
+        dilation=2,
+        padding=((2, 1),),
+        bias_kind="per_sample",
+    ),
+    "2d-stride-reflect": ConvCase(
+        batch=2, groups=2, group_in=1, group_out=1, in_size=(7, 6), kernel=(3, 2), stride=(2, 3), padding=1, padding_mode="reflect"
+    ),
+    "3d-dilation-circular-flip": ConvCase(
+        batch=2,
+        groups=2,
+        group_in=1,
+        group_out=2,
+        in_size=(5, 4, 6),
+        kernel=(2, 2, 3),
+        dilation=(2, 1, 2),
+        padding="same",
+        padding_mode="circular",
+        flip=True,
+    ),
+    "complex-channels-last": ConvCase(
+        batch=2,
+        groups=3,
+        group_in=1,
+        group_out=1,
+        in_size=(9,),
+        kernel=(4,),
+        stride=2,
+        padding="causal",
+        layout="channels_last",
+        dtype="complex128",
+    ),
+    "past-the-cap": ConvCase(batch=2, groups=2, group_in=1, group_out=1, in_size=(300,), kernel=(5,), padding="same"),
+}
+
+
+@needs_jax
+@pytest.mark.parametrize("case", DEPTHWISE_CASES.values(), ids=DEPTHWISE_CASES.keys())
+def test_jax_depthwise_shift_derivatives_are_adjoint_convolutions(case: ConvCase) -> None:
+    """The depthwise ``shift`` engine's own derivative rule (or, past the cap, XLA's): VJP, JVP and second order."""
+    from multiconv.backends import jax as jax_backend
+
+    arrays = case.arrays()
+    conv, args = jax_call(case, arrays, "shift")
+    spec = multiconv._api.plan(*args, method="shift", **case.kwargs()).spec
+    positions = math.prod(spec.out_size)
+    has_rule = isinstance(jax_backend._shift(spec), jax.custom_jvp)
+    assert has_rule == (positions <= jax_backend.DEPTHWISE_ADJOINT_MAX_POSITIONS), (positions, has_rule)
+
+    cotangent = cotangent_for(case, arrays)
+    expected = list(reference_conv_vjp(*arrays, grad_y=cotangent, **case.kwargs()))
+    assert_grads_close(jax_vjp(case, arrays, cotangent, "shift"), expected, "jit(vjp)")
+    assert_grads_close(jax_vjp(case, arrays, cotangent, "shift", jit=False), expected, "vjp")
+
+    rng = np.random.default_rng(case.seed + 2)
+    tangents = [random_like(a, rng) for a in arrays if a is not None]
+    _, pushed = jax.jit(lambda p, t: jax.jvp(conv, p, t))(tuple(args), tuple(jnp.asarray(t) for t in tangents))
+    # the convolution is bilinear: its JVP is conv(dx, w) + dbias + conv(x, dw)
+    dx, dw, *dbias = tangents
+    x, w, bias = arrays
+    linear = reference_conv(dx, w, dbias[0] if bias is not None else None, **case.kwargs()) + reference_conv(x, dw, **case.kwargs())
+    assert_float64_close(pushed, linear, "jvp")
+    jax_test_util.check_grads(conv, tuple(args), order=2, modes=("fwd", "rev"))
+
+
+@needs_torch
+@pytest.mark.parametrize("case", DEPTHWISE_CASES.values(), ids=DEPTHWISE_CASES.keys())
+def test_torch_depthwise_grouped_backward_is_adjoint_convolutions(case: ConvCase) -> None:
+    """The depthwise ``grouped`` engine's own backward: the reference VJP, gradcheck and gradgradcheck (complex too)."""
+    arrays = case.arrays()
+    cotangent = cotangent_for(case, arrays)
+    expected = list(reference_conv_vjp(*arrays, grad_y=cotangent, **case.kwargs()))
+    assert_grads_close(torch_vjp(case, arrays, cotangent, "grouped"), expected, "autograd")
+    leaves = torch_leaves(case)
+    y = torch_conv(case, "grouped")(*leaves)
+    nodes, seen = [y.grad_fn], set()
+    while nodes:  # the autograd graph holds the engine's own backward
+        node = nodes.pop()
+        seen.add(type(node).__name__)
+        nodes += [child for child, _ in node.next_functions if child is not None]
+    assert "_DepthwiseBackward" in seen, seen
+    assert torch.autograd.gradcheck(torch_conv(case, "grouped"), leaves, fast_mode=True)
+    assert torch.autograd.gradgradcheck(torch_conv(case, "grouped"), leaves, fast_mode=True)
+
+
 # ----------------------------------------------------- JAX transformations
 
 #: Small enough for whole Jacobians: 12 outputs, 24 + 12 + 4 inputs.

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from multiconv.backends import Runner
 
 _CONV: Final = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_TRANSPOSE: Final = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 def signature(a: torch.Tensor) -> Hashable:
@@ -105,6 +106,9 @@ def _grouped(spec: ConvSpec) -> Engine:
             x = _pad(x, pairs, "zeros")
         if not per_sample:
             return conv(x, w, None, stride, padding, dilation, groups)
+        if spec.group_in_channels == 1 and (differentiable(x) or differentiable(w)):  # apply() costs ~30 us: only to record
+            result: torch.Tensor = _Depthwise.apply(x, w, spec, tuple(padding))  # type: ignore[no-untyped-call]
+            return result
         batch = x.shape[0]
         folded = conv(
             x.reshape(1, batch * in_channels, *x.shape[2:]),
@@ -118,6 +122,58 @@ def _grouped(spec: ConvSpec) -> Engine:
         return folded.reshape(batch, out_channels, *folded.shape[2:])
 
     return run
+
+
+def _fold(a: torch.Tensor) -> torch.Tensor:
+    """``(B, C, *S)`` as one sample of ``B * C`` channels."""
+    return a.reshape(1, a.shape[0] * a.shape[1], *a.shape[2:])
+
+
+class _Depthwise(torch.autograd.Function):
+    """The ``groups = B * groups`` convolution of a depthwise per-sample weight, with its own backward.
+
+    PyTorch's CPU backward of a depthwise convolution costs about ten times its forward
+    (its weight gradient goes through a slow grouped path).  Both derivatives are
+    depthwise convolutions themselves: the input's a transposed convolution with the
+    weight, the weight's a convolution of the input with the output gradient as kernel
+    (stride and dilation trade places).  They are built from differentiable operations,
+    so double backward works; ``generate_vmap_rule`` lets ``torch.func`` transform it.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor, w: torch.Tensor, spec: ConvSpec, padding: tuple[int, ...]) -> torch.Tensor:
+        batch = x.shape[0]
+        y = _CONV[spec.ndim](_fold(x), _fold(w).squeeze(0), None, spec.stride, padding, spec.dilation, batch * spec.groups)
+        return y.reshape(batch, spec.out_channels, *y.shape[2:])
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:  # noqa: ARG004
+        x, w, ctx.spec, ctx.padding = inputs
+        ctx.save_for_backward(x, w)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, w = ctx.saved_tensors
+        spec, padding = ctx.spec, ctx.padding
+        batch, groups = x.shape[0], x.shape[0] * spec.groups
+        if x.is_complex():  # autograd's complex gradients are conjugate-linear: y = conv(x, w) pulls back through conj
+            x, w = x.conj(), w.conj()
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            # the transposed convolution's size leaves out what the last stride step skipped: give it back
+            skipped = [
+                (n + 2 * p - d * (k - 1) - 1) % s
+                for n, p, d, k, s in zip(x.shape[2:], padding, spec.dilation, spec.kernel, spec.stride, strict=True)
+            ]
+            folded_w = _fold(w).squeeze(0)
+            dx = _CONV_TRANSPOSE[spec.ndim](_fold(g), folded_w, None, spec.stride, padding, skipped, groups, spec.dilation).reshape(x.shape)
+        if ctx.needs_input_grad[1]:
+            kernel = g.reshape(batch * spec.out_channels, 1, *g.shape[2:])
+            full = _CONV[spec.ndim](_fold(x), kernel, None, spec.dilation, padding, spec.stride, groups)
+            dw = full[index(Ellipsis, *(slice(0, k) for k in spec.kernel))].reshape(w.shape)
+        return dx, dw, None, None
 
 
 class _TorchOps:
