@@ -648,7 +648,11 @@ def _jax_framework() -> Framework:
     gemm = jax.jit(functools.partial(jnp.matmul, precision=lax.Precision.HIGHEST))
 
     def train(fn: Callable[[Any, Any], Any], cotangent: Any) -> Callable[[Any, Any], Any]:
-        return jax.jit(lambda x, w: jax.vjp(fn, x, w)[1](cotangent))
+        # The cotangent is an argument, as in a training step where it comes from the loss: closed
+        # over, it is a literal of the compiled program, which XLA fuses differently (the depthwise
+        # shape's backward measured 1.0 ms that way against 0.57 ms).
+        pullback = jax.jit(lambda x, w, g: jax.vjp(fn, x, w)[1](g))
+        return lambda x, w: pullback(x, w, cotangent)
 
     return Framework(
         name="jax",
