@@ -97,29 +97,18 @@ def _grouped(spec: ConvSpec) -> Engine:
     """Per-sample weights as one convolution with ``groups = B * groups``."""
     pairs, conv = spec.zero_padding, _CONV[spec.ndim]
     symmetric = all(lo == hi for lo, hi in pairs)
-    padding = [lo for lo, _ in pairs] if symmetric else [0] * spec.ndim
-    stride, dilation, groups = list(spec.stride), list(spec.dilation), spec.groups
-    in_channels, out_channels, per_sample = spec.in_channels, spec.out_channels, spec.per_sample_weight
+    padding = tuple(lo for lo, _ in pairs) if symmetric else (0,) * spec.ndim
+    per_sample, depthwise = spec.per_sample_weight, spec.group_in_channels == 1
 
     def run(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if not symmetric:
             x = _pad(x, pairs, "zeros")
         if not per_sample:
-            return conv(x, w, None, stride, padding, dilation, groups)
-        if spec.group_in_channels == 1 and (differentiable(x) or differentiable(w)):  # apply() costs ~30 us: only to record
-            result: torch.Tensor = _Depthwise.apply(x, w, spec, tuple(padding))  # type: ignore[no-untyped-call]
+            return conv(x, w, None, spec.stride, padding, spec.dilation, spec.groups)
+        if depthwise and (differentiable(x) or differentiable(w)):  # apply() costs ~30 us: only when autograd records
+            result: torch.Tensor = _Depthwise.apply(x, w, spec, padding)  # type: ignore[no-untyped-call]
             return result
-        batch = x.shape[0]
-        folded = conv(
-            x.reshape(1, batch * in_channels, *x.shape[2:]),
-            w.reshape(batch * out_channels, *w.shape[2:]),
-            None,
-            stride,
-            padding,
-            dilation,
-            batch * groups,
-        )
-        return folded.reshape(batch, out_channels, *folded.shape[2:])
+        return _fold_conv(x, w, spec, padding)
 
     return run
 
@@ -129,8 +118,16 @@ def _fold(a: torch.Tensor) -> torch.Tensor:
     return a.reshape(1, a.shape[0] * a.shape[1], *a.shape[2:])
 
 
+def _fold_conv(x: torch.Tensor, w: torch.Tensor, spec: ConvSpec, padding: tuple[int, ...]) -> torch.Tensor:
+    """The batch folded into the channels of one convolution with ``groups = B * groups``."""
+    batch = x.shape[0]
+    folded_w = w.reshape(batch * spec.out_channels, *w.shape[2:])
+    y = _CONV[spec.ndim](_fold(x), folded_w, None, spec.stride, padding, spec.dilation, batch * spec.groups)
+    return y.reshape(batch, spec.out_channels, *y.shape[2:])
+
+
 class _Depthwise(torch.autograd.Function):
-    """The ``groups = B * groups`` convolution of a depthwise per-sample weight, with its own backward.
+    """:func:`_fold_conv` of a depthwise per-sample weight, with its own backward.
 
     PyTorch's CPU backward of a depthwise convolution costs about ten times its forward
     (its weight gradient goes through a slow grouped path).  Both derivatives are
@@ -144,9 +141,7 @@ class _Depthwise(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor, w: torch.Tensor, spec: ConvSpec, padding: tuple[int, ...]) -> torch.Tensor:
-        batch = x.shape[0]
-        y = _CONV[spec.ndim](_fold(x), _fold(w).squeeze(0), None, spec.stride, padding, spec.dilation, batch * spec.groups)
-        return y.reshape(batch, spec.out_channels, *y.shape[2:])
+        return _fold_conv(x, w, spec, padding)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:  # noqa: ARG004
@@ -167,7 +162,7 @@ class _Depthwise(torch.autograd.Function):
                 (n + 2 * p - d * (k - 1) - 1) % s
                 for n, p, d, k, s in zip(x.shape[2:], padding, spec.dilation, spec.kernel, spec.stride, strict=True)
             ]
-            folded_w = _fold(w).squeeze(0)
+            folded_w = w.reshape(batch * spec.out_channels, *w.shape[2:])
             dx = _CONV_TRANSPOSE[spec.ndim](_fold(g), folded_w, None, spec.stride, padding, skipped, groups, spec.dilation).reshape(x.shape)
         if ctx.needs_input_grad[1]:
             kernel = g.reshape(batch * spec.out_channels, 1, *g.shape[2:])
