@@ -517,7 +517,8 @@ def test_jax_check_grads_second_order(case: ConvCase) -> None:
 
 #: Depthwise per-sample convolutions whose JAX ``shift`` derivatives are depthwise convolutions
 #: themselves (``multiconv._algorithms.depthwise_adjoints``): channel multipliers, N-d, stride
-#: and dilation together, uneven padding in every mode, and one case past the positions cap.
+#: and dilation together, uneven padding in every mode, and many output positions (the weight's
+#: derivative then one product and sum per tap instead of a chain over positions).
 DEPTHWISE_CASES = {
     "1d-multiplier-stride-dilation": ConvCase(
         batch=3,
@@ -558,22 +559,25 @@ DEPTHWISE_CASES = {
         layout="channels_last",
         dtype="complex128",
     ),
-    "past-the-cap": ConvCase(batch=2, groups=2, group_in=1, group_out=1, in_size=(300,), kernel=(5,), padding="same"),
+    "many-positions": ConvCase(batch=2, groups=2, group_in=1, group_out=2, in_size=(300,), kernel=(5,), padding="same"),
+    "many-positions-2d-stride-dilation": ConvCase(
+        batch=2, groups=2, group_in=1, group_out=1, in_size=(40, 31), kernel=(3, 2), stride=(1, 2), dilation=(2, 1), padding=1
+    ),
 }
 
 
 @needs_jax
 @pytest.mark.parametrize("case", DEPTHWISE_CASES.values(), ids=DEPTHWISE_CASES.keys())
 def test_jax_depthwise_shift_derivatives_are_adjoint_convolutions(case: ConvCase) -> None:
-    """The depthwise ``shift`` engine's own derivative rule (or, past the cap, XLA's): VJP, JVP and second order."""
+    """The depthwise ``shift`` engine's own derivative rule: VJP, JVP and second order, both forms of the weight's."""
     from multiconv.backends import jax as jax_backend
 
     arrays = case.arrays()
     conv, args = jax_call(case, arrays, "shift")
     spec = multiconv._api.plan(*args, method="shift", **case.kwargs()).spec
-    positions = math.prod(spec.out_size)
-    has_rule = isinstance(jax_backend._shift(spec), jax.custom_jvp)
-    assert has_rule == (positions <= jax_backend.DEPTHWISE_ADJOINT_MAX_POSITIONS), (positions, has_rule)
+    assert isinstance(jax_backend._shift(spec), jax.custom_jvp)
+    many = math.prod(spec.out_size) > jax_backend.DEPTHWISE_CHAIN_MAX_POSITIONS
+    assert many == (case.in_size[0] > 30), (spec.out_size, many)  # the two "many-positions" cases
 
     cotangent = cotangent_for(case, arrays)
     expected = list(reference_conv_vjp(*arrays, grad_y=cotangent, **case.kwargs()))

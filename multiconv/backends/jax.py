@@ -19,7 +19,7 @@ import numpy as np
 from jax import lax
 
 from multiconv import _engines
-from multiconv._algorithms import DIRECT_ENGINES, batch_slices, depthwise_adjoints
+from multiconv._algorithms import DIRECT_ENGINES, batch_slices, depthwise_adjoints, kernel_taps
 from multiconv._cost import choose, choose_tangent
 from multiconv._engines import index
 from multiconv._spec import HALF_DTYPES, ArrayInfo
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 _JAX_PAD_MODES: Final = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 _SPATIAL: Final = "DHW"
+_ALL: Final = slice(None)
 
 
 def signature(a: jax.Array) -> Hashable:
@@ -189,37 +190,53 @@ class _JaxOps:
 
 OPS: Final = _JaxOps()
 
-#: The depthwise ``shift`` engine's weight derivative is a multiply-add chain with one term
-#: per output position: beyond this many, XLA's own transpose (one reduction per tap) is used.
-DEPTHWISE_ADJOINT_MAX_POSITIONS: Final = 256
+#: The depthwise ``shift`` engine's weight derivative is a multiply-add chain with one term per
+#: output position up to this many positions; beyond, one product and sum per kernel tap.
+DEPTHWISE_CHAIN_MAX_POSITIONS: Final = 256
 
 
 def _shift(spec: ConvSpec) -> Engine:
-    """``shift``; depthwise per-sample, with derivatives that are depthwise ``shift`` convolutions too.
+    """``shift``; depthwise per-sample, with derivatives that are depthwise convolutions too.
 
-    XLA's transpose of the depthwise multiply-add chain sums one reduction and one pad per
-    tap for the weight (about 70 times the forward's time on a CPU).  The convolution's
-    derivatives are two more depthwise convolutions (:func:`multiconv._algorithms.depthwise_adjoints`),
-    each a fused chain; the tangent is written as their transposes (``jax.linear_transpose``),
-    so reverse mode, which transposes it back, runs the chains (forward mode runs the transposes).
+    XLA's transpose of the depthwise multiply-add chain pads and sums every tap's
+    contribution to the weight (70 to 100 times the forward's time on a CPU).  The
+    convolution's derivatives are two more depthwise convolutions
+    (:func:`multiconv._algorithms.depthwise_adjoints`): the input's a chain over the kernel
+    taps, the weight's a chain over the output positions (or, for many positions, one
+    product and sum per tap).  The tangent is written as their transposes
+    (``jax.linear_transpose``), so reverse mode, which transposes it back, runs them
+    (forward mode runs the transposes).
     """
     engine = _engines.shift(OPS, spec)
-    if not (spec.per_sample_weight and spec.group_in_channels == 1) or math.prod(spec.out_size) > DEPTHWISE_ADJOINT_MAX_POSITIONS:
+    if not (spec.per_sample_weight and spec.group_in_channels == 1):
         return engine
     adjoints = depthwise_adjoints(spec)
-    to_input, to_weight = _engines.shift(OPS, adjoints.input), _engines.shift(OPS, adjoints.weight)
+    to_input = _engines.shift(OPS, adjoints.input)
     spatial = tuple(range(-spec.ndim, 0))
-    crop = index(Ellipsis, *(slice(0, n) for n in adjoints.weight.in_size))
     no_pad = ((0, 0, 0), (0, 0, 0))
+    groups, og, out_channels = spec.groups, spec.group_out_channels, spec.out_channels
 
     def input_cotangent(w: jax.Array, g: jax.Array) -> jax.Array:  # the transpose of dx -> conv(dx, w)
-        flipped = jnp.flip(w.reshape(w.shape[0], spec.groups, spec.group_out_channels, *spec.kernel), axis=spatial)
+        flipped = jnp.flip(w.reshape(w.shape[0], groups, og, *spec.kernel), axis=spatial)
         result: jax.Array = to_input(lax.pad(g, jnp.zeros((), g.dtype), (*no_pad, *adjoints.dilate_pad)), flipped)
         return result
 
-    def weight_cotangent(x: jax.Array, g: jax.Array) -> jax.Array:  # the transpose of dw -> conv(x, dw)
-        dw: jax.Array = to_weight(x[crop], g.reshape(g.shape[0], spec.out_channels, 1, *spec.out_size))
-        return dw.reshape(g.shape[0], spec.out_channels, 1, *spec.kernel)
+    if math.prod(spec.out_size) <= DEPTHWISE_CHAIN_MAX_POSITIONS:
+        to_weight = _engines.shift(OPS, adjoints.weight)
+        crop = index(Ellipsis, *(slice(0, n) for n in adjoints.weight.in_size))
+
+        def weight_cotangent(x: jax.Array, g: jax.Array) -> jax.Array:  # the transpose of dw -> conv(x, dw)
+            dw: jax.Array = to_weight(x[crop], g.reshape(g.shape[0], out_channels, 1, *spec.out_size))
+            return dw.reshape(g.shape[0], out_channels, 1, *spec.kernel)
+
+    else:
+        windows = tuple(index(_ALL, _ALL, _ALL, *window) for _, window in kernel_taps(spec))
+
+        def weight_cotangent(x: jax.Array, g: jax.Array) -> jax.Array:  # the transpose of dw -> conv(x, dw)
+            xg = x.reshape(x.shape[0], groups, 1, *x.shape[2:])
+            gg = g.reshape(g.shape[0], groups, og, *spec.out_size)
+            sums = [jnp.sum(gg * xg[window], axis=spatial) for window in windows]  # each (B, groups, og)
+            return jnp.stack(sums, axis=-1).reshape(g.shape[0], out_channels, 1, *spec.kernel)
 
     @jax.custom_jvp
     def run(x: jax.Array, w: jax.Array) -> jax.Array:
