@@ -209,6 +209,14 @@ class DepthwiseAdjoints:
     weight: ConvSpec
 
 
+def uncovered(spec: ConvSpec) -> tuple[int, ...]:
+    """Positions of the padded input past the last window, per spatial dim (``(S - extent) % stride``).
+
+    A transposed convolution of the result comes out this much shorter than the input.
+    """
+    return tuple((p - e) % s for p, e, s in zip(spec.padded_size, spec.effective_kernel, spec.stride, strict=True))
+
+
 def depthwise_adjoints(spec: ConvSpec) -> DepthwiseAdjoints:
     """:class:`DepthwiseAdjoints` for a per-sample depthwise ``spec`` (its engine's geometry)."""
     zeros = tuple((0, 0) for _ in spec.kernel)
@@ -229,7 +237,7 @@ def depthwise_adjoints(spec: ConvSpec) -> DepthwiseAdjoints:
         )
 
     reach = tuple((n - 1) * s + 1 for n, s in zip(spec.out_size, spec.stride, strict=True))  # dilated g's extent
-    tails = tuple(p - r - e + 1 for p, r, e in zip(spec.padded_size, reach, spec.effective_kernel, strict=True))
+    tails = uncovered(spec)
     dilate_pad = tuple((e - 1, e - 1 + t, s - 1) for e, t, s in zip(spec.effective_kernel, tails, spec.stride, strict=True))
     input_spec = plain(
         in_channels=spec.out_channels,

@@ -165,13 +165,9 @@ def _batched(spec: ConvSpec, compute: np.dtype) -> Engine:
     return chunked
 
 
-def _canonical(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``a`` in C order, aligned, of ``dtype`` (copied only where it is not; cheaper than ``np.require``)."""
-    a = _contiguous(a, dtype=dtype)
+def _aligned(a: np.ndarray) -> np.ndarray:
+    """``a``, or an aligned copy of it."""
     return a if a.flags.aligned else a.copy()
-
-
-_contiguous: Final = np.ascontiguousarray
 
 
 @lru_cache(maxsize=1024)
@@ -188,9 +184,9 @@ def prepare(spec: ConvSpec) -> Runner:
     def run(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
         # One memory order in, one summation order out: strided, byte-swapped and unaligned
         # views give bitwise the same result (NumPy sums unaligned operands in another order).
-        x, w = _contiguous(x, dtype=compute), _contiguous(w, dtype=compute)
+        x, w = np.ascontiguousarray(x, dtype=compute), np.ascontiguousarray(w, dtype=compute)
         if not (x.flags.aligned and w.flags.aligned):
-            x, w = _canonical(x, compute), _canonical(w, compute)
+            x, w = _aligned(x), _aligned(w)
         if channels_last:
             x = np.moveaxis(x, -1, 1)
         if broadcast:

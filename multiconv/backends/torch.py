@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from multiconv import _engines
-from multiconv._algorithms import batch_chunk
+from multiconv._algorithms import batch_chunk, uncovered
 from multiconv._cost import choose
 from multiconv._engines import index
 from multiconv._spec import ARGUMENT_DEFAULTS, HALF_DTYPES, ArrayInfo
@@ -158,10 +158,7 @@ class _Depthwise(torch.autograd.Function):
         dx = dw = None
         if ctx.needs_input_grad[0]:
             # the transposed convolution's size leaves out what the last stride step skipped: give it back
-            skipped = [
-                (n + 2 * p - d * (k - 1) - 1) % s
-                for n, p, d, k, s in zip(x.shape[2:], padding, spec.dilation, spec.kernel, spec.stride, strict=True)
-            ]
+            skipped = uncovered(spec)
             folded_w = w.reshape(batch * spec.out_channels, *w.shape[2:])
             dx = _CONV_TRANSPOSE[spec.ndim](_fold(g), folded_w, None, spec.stride, padding, skipped, groups, spec.dilation).reshape(x.shape)
         if ctx.needs_input_grad[1]:
