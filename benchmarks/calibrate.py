@@ -5,6 +5,7 @@ Usage (from the repository root, on an otherwise idle machine; needs scipy)::
     python benchmarks/calibrate.py                      # measure every installed backend, fit, write
     python benchmarks/calibrate.py --fit-only           # refit from the stored timings
     python benchmarks/calibrate.py --backends numpy --quick
+    python benchmarks/calibrate.py --backends jax --methods matmul   # re-time one engine, refit
 
 Each backend is measured in its own process over a grid of shapes (the
 benchmark's shapes, weighted up, plus a seeded random grid of 1-D and 2-D
@@ -144,12 +145,12 @@ def _time(fn: Any, x: Any, w: Any, cap: float) -> float:
     return best
 
 
-def measure(backend: str, cases: list[dict[str, Any]], cap: float) -> list[dict[str, Any]]:
-    """Time every engine of ``backend`` on every case."""
+def measure(backend: str, cases: list[dict[str, Any]], cap: float, methods: list[str] | None = None) -> list[dict[str, Any]]:
+    """Time every engine of ``backend`` (or only ``methods``) on every case."""
     if backend == "jax":
         importlib.import_module("jax").config.update("jax_enable_x64", True)  # noqa: FBT003
     api = importlib.import_module("multiconv._api")
-    methods = list(importlib.import_module(f"multiconv.backends.{backend}").METHODS)
+    methods = methods or list(importlib.import_module(f"multiconv.backends.{backend}").METHODS)
     rows = []
     for number, case in enumerate(cases, 1):
         x, w = _arrays(case, backend)
@@ -272,13 +273,21 @@ def main() -> int:
     parser.add_argument("--cap", type=float, default=1.0, help="seconds; slower engines are timed by one call")
     parser.add_argument("--quick", action="store_true", help="10 grid cases, no benchmark shapes")
     parser.add_argument("--fit-only", action="store_true")
+    parser.add_argument("--methods", help="re-time only these engines (comma-separated), keeping the stored times of the others")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # child process: measure one backend
     args = parser.parse_args()
     cases = grid_cases(10) if args.quick else benchmark_cases() + grid_cases(args.cases)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     if args.measure:
-        rows = measure(args.measure, cases, args.cap)
+        path = DATA / f"{args.measure}.json"
+        rows = measure(args.measure, cases, args.cap, methods)
+        if methods:  # re-timed engines replace theirs in the stored rows; the other engines' times stay
+            stored = json.loads(path.read_text(encoding="utf-8"))["rows"]
+            if [row["name"] for row in stored] != [row["name"] for row in rows]:
+                raise SystemExit(f"{path} holds other cases; measure every engine (without --methods)")
+            rows = [{**old, **new, "times": {**old["times"], **new["times"]}} for old, new in zip(stored, rows, strict=True)]
         DATA.mkdir(parents=True, exist_ok=True)
-        (DATA / f"{args.measure}.json").write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=1), encoding="utf-8")
+        path.write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=1), encoding="utf-8")
         return 0
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not args.fit_only:
@@ -294,6 +303,7 @@ def main() -> int:
                     str(args.cases),
                     "--cap",
                     str(args.cap),
+                    *(["--methods", args.methods] if args.methods else []),
                 ],
                 check=True,
             )

@@ -1,6 +1,6 @@
 """Cost-model coefficients (seconds per feature unit), written by ``benchmarks/calibrate.py``.
 
-Measured on Intel(R) Xeon(R) Processor (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2, 2026-11-30.
+Measured on Intel(R) Xeon(R) Processor (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2, 2026-12-02.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ COEFFICIENTS: Final[dict[str, dict[str, tuple[float, ...]]]] = {
         "fft": (0.0002425, 0, 0, 3.913e-13, 1.773e-09, 0, 0, 0),
     },
     "jax": {
-        "vmap": (8.192e-05, 0, 1.258e-06, 1.065e-11, 1.086e-09, 1.058e-09, 0, 0),
-        "loop": (9.705e-05, 1.62e-06, 0, 5.136e-12, 2.609e-10, 5.281e-09, 0, 0),
-        "shift": (7.871e-05, 0, 0, 4.536e-12, 6.388e-10, 5.197e-10, 3.629e-11, 0),
-        "matmul": (7.212e-05, 0, 0, 3.653e-12, 1.054e-09, 1.754e-09, 0, 0),
-        "fft": (0.000113, 0, 2.333e-08, 2.769e-12, 2.897e-09, 0, 1.807e-10, 0),
+        "vmap": (8.133e-05, 0, 1.261e-06, 1.084e-11, 1.009e-09, 1.067e-09, 0, 0),
+        "loop": (9.853e-05, 1.557e-06, 0, 5.119e-12, 2.63e-10, 5.283e-09, 0, 0),
+        "shift": (4.807e-05, 0, 0, 4.141e-12, 3.657e-10, 1.246e-09, 2.478e-11, 0),
+        "matmul": (5.908e-05, 0, 0, 2.795e-12, 9.275e-10, 0, 0, 0),
+        "fft": (0, 0, 2.57e-08, 2.157e-12, 2.691e-09, 5.366e-10, 0, 0),
     },
 }

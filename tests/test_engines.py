@@ -155,3 +155,54 @@ def test_jax_auto_is_differentiated_through_an_engine_with_fast_transposes() -> 
         np.testing.assert_allclose(
             np.asarray(forward_tangent), np.asarray(y - multiconv.batch_conv(0 * x, w, bias, **kwargs)), rtol=1e-10, atol=1e-10
         )
+
+
+@pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
+@pytest.mark.parametrize("method", ["shift", "matmul", "fft", "loop", "vmap"])
+def test_jax_runs_batch_chunks_one_after_another(method: str) -> None:
+    """Chunks become a loop in the compiled program (a remainder runs once more), with every transformation."""
+    import jax
+
+    from multiconv.backends import jax as jax_backend
+    from multiconv.testing import reference_conv_vjp
+
+    rng = np.random.default_rng(10)
+    kwargs: dict[str, Any] = {"groups": 2, "padding": "same", "padding_mode": "circular", "dilation": 2}
+    with jax.enable_x64(True):  # noqa: FBT003
+        x, w, bias = rng.standard_normal((7, 4, 30)), rng.standard_normal((7, 6, 2, 5)), rng.standard_normal((7, 6))
+        arrays = tuple(jax.numpy.asarray(a) for a in (x, w, bias))
+        spec = _api.plan(*arrays, method=method, **kwargs).spec
+        limit = 3 * _algorithms.workspace_elements(spec, method, 1) * 8
+        spec = _api.plan(*arrays, method=method, workspace_limit=limit, **kwargs).spec
+        assert jax_backend.chunk_size(spec, 8) == 3  # 3 + 3 + a remainder of 1
+
+        def conv(*a: Any) -> Any:
+            return multiconv.batch_conv(*a, method=method, workspace_limit=limit, **kwargs)
+
+        assert "while" in jax.jit(conv).lower(*arrays).as_text()
+        assert_matches_reference(conv(*arrays), *arrays, method=method, **kwargs)
+        g = rng.standard_normal((7, 6, 30))
+        _, pullback = jax.vjp(conv, *arrays)
+        for got, want in zip(pullback(jax.numpy.asarray(g)), reference_conv_vjp(x, w, bias, grad_y=g, **kwargs), strict=True):
+            assert want is not None
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-9)
+        stacked = jax.vmap(conv)(*(jax.numpy.stack([a, 2 * a]) for a in arrays))
+        for number, scale in enumerate((1, 2)):
+            np.testing.assert_allclose(np.asarray(stacked[number]), np.asarray(conv(*(scale * a for a in arrays))), rtol=1e-12)
+
+
+@pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
+def test_jax_chunks_only_a_batch_whose_workspace_is_large() -> None:
+    import jax
+
+    from multiconv.backends import jax as jax_backend
+
+    def chunk(batch: int) -> tuple[int, int]:  # matmul: 64 channels x 3 taps x 1022 positions x 4 bytes per sample
+        x, w = jax.numpy.zeros((batch, 64, 1024), np.float32), jax.numpy.zeros((batch, 64, 64, 3), np.float32)
+        spec = _api.plan(x, w, method="matmul").spec
+        per_sample = _algorithms.workspace_elements(spec, "matmul", 1) * 4
+        return jax_backend.chunk_size(spec, 4), per_sample
+
+    assert chunk(16)[0] == 16  # 12 MiB: one chunk
+    size, per_sample = chunk(64)  # 48 MiB: chunks of about SEQUENTIAL_CHUNK_TARGET
+    assert size == jax_backend.SEQUENTIAL_CHUNK_TARGET // per_sample < 64
