@@ -604,15 +604,43 @@ def test_torch_depthwise_grouped_backward_is_adjoint_convolutions(case: ConvCase
     expected = list(reference_conv_vjp(*arrays, grad_y=cotangent, **case.kwargs()))
     assert_grads_close(torch_vjp(case, arrays, cotangent, "grouped"), expected, "autograd")
     leaves = torch_leaves(case)
-    y = torch_conv(case, "grouped")(*leaves)
-    nodes, seen = [y.grad_fn], set()
-    while nodes:  # the autograd graph holds the engine's own backward
-        node = nodes.pop()
-        seen.add(type(node).__name__)
-        nodes += [child for child, _ in node.next_functions if child is not None]
+    seen = autograd_nodes(torch_conv(case, "grouped")(*leaves))  # the autograd graph holds the engine's own backward
     assert "_DepthwiseBackward" in seen, seen
     assert torch.autograd.gradcheck(torch_conv(case, "grouped"), leaves, fast_mode=True)
     assert torch.autograd.gradgradcheck(torch_conv(case, "grouped"), leaves, fast_mode=True)
+
+
+def autograd_nodes(y: Any) -> set[str]:
+    """The names of every node in ``y``'s autograd graph."""
+    nodes, seen = [y.grad_fn], set()
+    while nodes:
+        node = nodes.pop()
+        seen.add(type(node).__name__)
+        nodes += [child for child, _ in node.next_functions if child is not None]
+    return seen
+
+
+@needs_torch
+@pytest.mark.parametrize("method", ["matmul", "fft"])
+@pytest.mark.parametrize("case", [SINGLE_FEATURE_CASES[name] for name in ("3d-dilation", "same-even-kernel-stride", "2d-groups-stride")])
+def test_torch_windows_and_real_transforms_have_their_own_backward(case: ConvCase, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """im2col windows and real FFTs pull back by their adjoints; autograd's own (the fallback) gives the same."""
+    from multiconv.backends import torch as torch_backend
+
+    arrays = case.arrays()
+    cotangent = cotangent_for(case, arrays)
+    expected = list(reference_conv_vjp(*arrays, grad_y=cotangent, **case.kwargs()))
+    own = torch_vjp(case, arrays, cotangent, method)
+    assert_grads_close(own, expected, "autograd")
+    nodes = autograd_nodes(torch_conv(case, method)(*torch_leaves(case)))
+    assert "_WindowsBackward" in nodes, nodes
+    assert ("_RealFFTBackward" in nodes) is (method == "fft"), nodes
+    monkeypatch.setattr(torch_backend, "WINDOW_ADJOINT_MAX_SLICES", 0)
+    assert "_WindowsBackward" not in autograd_nodes(torch_conv(case, method)(*torch_leaves(case)))
+    for mine, theirs in zip(own, torch_vjp(case, arrays, cotangent, method), strict=True):
+        assert (mine is None) is (theirs is None)
+        if mine is not None and theirs is not None:  # no bias, no gradient
+            np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=1e-12)
 
 
 # ----------------------------------------------------- JAX transformations
