@@ -12,8 +12,9 @@ benchmark's shapes, weighted up, plus a seeded random grid of 1-D and 2-D
 convolutions: dense, grouped and depthwise; kernels of 1 to 257 taps; strides,
 dilations; float32, float64, complex64).  Every engine is timed (JAX under
 ``jax.jit``): after a warm-up call (which compiles), the best of three blocks of
-calls lasting at least 30 ms each; an engine whose first timed call takes over
-``--cap`` seconds is timed by that one call.  The raw timings go to ``benchmarks/calibration/<backend>.json``.
+calls lasting at least 30 ms each, the engines of a case taking turns in a rotating
+order; an engine whose first timed call takes over ``--cap`` seconds is timed by that
+one call.  The raw timings go to ``benchmarks/calibration/<backend>.json``.
 
 The fit is, per (backend, engine), non-negative least squares of the modelled
 time ``sum(c_i * feature_i)`` on relative error.  The script prints how well the
@@ -128,20 +129,36 @@ def _runner(backend: str, case: dict[str, Any], method: str) -> Any:
     return lambda x, w: multiconv.batch_conv(x, w, **kwargs)
 
 
-def _time(fn: Any, x: Any, w: Any, cap: float) -> float:
-    fn(x, w)  # warm-up: compilation (JAX), caches, lazy initialisation
-    start = time.perf_counter()
-    fn(x, w)
-    first = time.perf_counter() - start
-    if first > cap:
-        return first
-    best = math.inf
-    for _ in range(3):
-        calls, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < 0.03 or calls == 0:
-            fn(x, w)
-            calls += 1
-        best = min(best, elapsed / calls)
+def _block(fn: Any, x: Any, w: Any) -> float:
+    """Seconds per call over a block of calls lasting at least 30 ms."""
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < 0.03 or calls == 0:
+        fn(x, w)
+        calls += 1
+    return elapsed / calls
+
+
+def _times(runners: dict[str, Any], x: Any, w: Any, cap: float, rounds: int = 3) -> dict[str, float]:
+    """The best block of each engine over interleaved rounds (the order rotates every round).
+
+    Engines are timed in turn rather than one after the other: the first engine timed after
+    another's large buffers ran up to 2.4x slower for several calls (allocator and caches),
+    which a fixed order would always charge to the same engine.  An engine whose first
+    call after the warm-up takes over ``cap`` seconds is timed by that one call.
+    """
+    best: dict[str, float] = {}
+    slow: set[str] = set()
+    for method, fn in runners.items():
+        fn(x, w)  # warm-up: compilation (JAX), caches, lazy initialisation
+        start = time.perf_counter()
+        fn(x, w)
+        best[method] = time.perf_counter() - start
+        if best[method] > cap:
+            slow.add(method)
+    order = [m for m in runners if m not in slow]
+    for number in range(rounds):
+        for method in order[number % len(order) :] + order[: number % len(order)] if order else []:
+            best[method] = min(best[method], _block(runners[method], x, w))
     return best
 
 
@@ -155,9 +172,7 @@ def measure(backend: str, cases: list[dict[str, Any]], cap: float, methods: list
     for number, case in enumerate(cases, 1):
         x, w = _arrays(case, backend)
         spec = api.plan(x, w, **case["kwargs"]).spec
-        times = {}
-        for method in methods:
-            times[method] = _time(_runner(backend, case, method), x, w, cap)
+        times = _times({method: _runner(backend, case, method) for method in methods}, x, w, cap)
         rows.append({**case, "spec": dataclasses.asdict(spec), "times": times})
         best = min(times, key=times.__getitem__)
         sys.stderr.write(f"\r{backend} {number}/{len(cases)} {case['name']}: best {best} {times[best] * 1e3:.3g} ms      ")

@@ -82,9 +82,11 @@ JAX_LOOP_MAX_BATCH: Final = 256
 
 
 #: PyTorch: forward + backward time over forward time per engine, the median over the
-#: benchmark's shapes (docs/benchmarks.md, training rows).  Autograd's backward of
-#: ``unfold`` is a scatter-add, so ``matmul`` trains slower than it runs forward.
-TORCH_TRAINING_FACTOR: Final = {"grouped": 3.4, "shift": 3.6, "matmul": 4.9, "fft": 3.5}
+#: benchmark's shapes (``multiconv bench --backends torch``, training rows, 2026-12-02).
+#: ``grouped`` has the fold's backward (its own for depthwise); ``matmul`` and ``fft``
+#: pull their windows and real transforms back through their adjoints
+#: (``multiconv.backends.torch``: autograd's own made ``matmul`` train at 4.9 times its forward).
+TORCH_TRAINING_FACTOR: Final = {"grouped": 3.5, "shift": 3.8, "matmul": 3.9, "fft": 3.7}
 
 
 def _gemm(batch: int, m: int, k: int, n: int) -> float:
