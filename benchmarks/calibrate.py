@@ -156,8 +156,9 @@ def _times(runners: dict[str, Any], x: Any, w: Any, cap: float, rounds: int = 3)
         if best[method] > cap:
             slow.add(method)
     order = [m for m in runners if m not in slow]
-    for number in range(rounds):
-        for method in order[number % len(order) :] + order[: number % len(order)] if order else []:
+    for number in range(rounds if order else 0):
+        turn = number % len(order)
+        for method in order[turn:] + order[:turn]:
             best[method] = min(best[method], _block(runners[method], x, w))
     return best
 

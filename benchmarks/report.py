@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from multiconv._cost import FFT_MIN_TAPS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,8 +36,9 @@ def _memory(size: float | None) -> str:
     return f"{size:.1f} GiB"
 
 
-def _rows(result: dict[str, Any], shape: str) -> dict[str, dict[str, Any]]:
-    return {row["candidate"]: row for row in result["rows"] if row["shape"] == shape}
+def _rows(result: dict[str, Any], shape: str, kind: str = "rows") -> dict[str, dict[str, Any]]:
+    """A shape's candidates by name, from the forward ``rows`` or the ``training_rows``."""
+    return {row["candidate"]: row for row in result[kind] if row["shape"] == shape}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -52,7 +55,6 @@ SAME_ALGORITHM: dict[tuple[str, str], frozenset[str]] = {
     ("jax", "loop"): frozenset({"loop"}),
     ("jax", "vmap"): frozenset({"jax.vmap", "groups=B"}),
 }
-FFT_MIN_TAPS = 32  # multiconv._cost.FFT_MIN_TAPS
 
 
 def _spread(row: dict[str, Any]) -> float:
@@ -63,8 +65,7 @@ def _spread(row: dict[str, Any]) -> float:
 def _baseline_reason(data: dict[str, Any], item: dict[str, Any], *, training: bool = False) -> str:
     """Why auto is above the best baseline, where the data says: the same algorithm, apart by noise."""
     backend, method = item["backend"], item["auto_method"]
-    rows = data["backends"][backend]["training_rows" if training else "rows"]
-    auto = next(row for row in rows if row["shape"] == item["shape"] and row["candidate"] == "auto")
+    auto = _rows(data["backends"][backend], item["shape"], "training_rows" if training else "rows")["auto"]
     apart, spread = item["auto_over_best_baseline"] - 1, _spread(auto)
     if item["best_baseline"] in SAME_ALGORITHM.get((backend, method), frozenset()):
         return f"same algorithm ({method} is {item['best_baseline']}): {apart:.0%} apart, auto's own rounds spread {spread:.0%}"
@@ -76,9 +77,8 @@ def _baseline_reason(data: dict[str, Any], item: dict[str, Any], *, training: bo
 def _engine_reason(data: dict[str, Any], item: dict[str, Any]) -> str:
     """Why auto is more than 10% above the best engine."""
     backend, method, best = item["backend"], item["auto_method"], item["best_engine"]
-    rows = data["backends"][backend]["rows"]
-    auto = next(row for row in rows if row["shape"] == item["shape"] and row["candidate"] == "auto")
     if best.removeprefix("method=") == method:
+        auto = _rows(data["backends"][backend], item["shape"])["auto"]
         return f"auto runs {method} itself: the same code path, auto's own rounds spread {_spread(auto):.0%}"
     shape = next(s for s in data["backends"][backend]["shapes"] if s["name"] == item["shape"])
     taps = math.prod(shape["w_shape"][len(shape["x_shape"]) :])

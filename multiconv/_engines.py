@@ -70,6 +70,11 @@ def _multiply(a: Any, b: Any) -> Any:
     return a * b
 
 
+def window_counts(spatial: tuple[int, ...], sizes: tuple[int, ...], steps: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[int, ...]:
+    """Windows per spatial dim (the ``n`` of :meth:`Ops.windows`)."""
+    return tuple((size - d * (k - 1) - 1) // step + 1 for size, k, step, d in zip(spatial, sizes, steps, dilation, strict=True))
+
+
 def index(*parts: Any) -> tuple[Any, ...]:
     """An index tuple, spelled as a call (``a[i, *rest]`` needs Python 3.11)."""
     return parts

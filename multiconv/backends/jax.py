@@ -21,7 +21,7 @@ from jax import lax
 from multiconv import _engines
 from multiconv._algorithms import DIRECT_ENGINES, batch_chunk, depthwise_adjoints, kernel_taps, workspace_elements
 from multiconv._cost import choose, choose_tangent
-from multiconv._engines import index
+from multiconv._engines import index, window_counts
 from multiconv._spec import HALF_DTYPES, ArrayInfo
 from multiconv.backends import host_array, spatial_slices
 
@@ -143,8 +143,8 @@ class _JaxOps:
     def windows(x: jax.Array, sizes: tuple[int, ...], steps: tuple[int, ...], dilation: tuple[int, ...]) -> jax.Array:
         n = len(sizes)
         first = x.ndim - n
-        for dim, (k, step, d) in enumerate(zip(sizes, steps, dilation, strict=True)):
-            count = (x.shape[first + 2 * dim] - d * (k - 1) - 1) // step + 1
+        counts = window_counts(tuple(x.shape[first:]), sizes, steps, dilation)
+        for dim, (count, k, step, d) in enumerate(zip(counts, sizes, steps, dilation, strict=True)):
             positions = np.arange(count)[:, None] * step + np.arange(k)[None, :] * d
             x = jnp.take(x, positions, axis=first + 2 * dim)  # the dim becomes (count, k)
         order = (*range(first), *range(first, first + 2 * n, 2), *range(first + 1, first + 2 * n, 2))
@@ -351,7 +351,7 @@ def _direct(spec: ConvSpec, x: jax.Array, w: jax.Array, bias: jax.Array | None) 
     if spec.batch == 0:
         y = jnp.zeros((0, spec.out_channels, *spec.out_size), compute)
     else:
-        y = _in_chunks(run, spec, x, w, chunk_size(spec, np.dtype(compute).itemsize))
+        y = _in_chunks(run, x, w, chunk_size(spec, np.dtype(compute).itemsize), per_sample=spec.per_sample_weight)
     if spec.channels_last:
         y = jnp.moveaxis(y, 1, -1)
     if bias is not None:
@@ -381,7 +381,7 @@ def chunk_size(spec: ConvSpec, itemsize: int) -> int:
     return max(1, min(chunk, SEQUENTIAL_CHUNK_TARGET // per_sample))
 
 
-def _in_chunks(run: Callable[[jax.Array, jax.Array], jax.Array], spec: ConvSpec, x: jax.Array, w: jax.Array, chunk: int) -> jax.Array:
+def _in_chunks(run: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, w: jax.Array, chunk: int, *, per_sample: bool) -> jax.Array:
     """``run(x, w)`` over batch chunks of ``chunk`` samples, one after another (``lax.map``).
 
     Unrolled chunks would be scheduled together, with all their buffers alive at once;
@@ -392,7 +392,7 @@ def _in_chunks(run: Callable[[jax.Array, jax.Array], jax.Array], spec: ConvSpec,
         return run(x, w)
     full = batch // chunk * chunk
     xs = x[:full].reshape(full // chunk, chunk, *x.shape[1:])
-    if spec.per_sample_weight:
+    if per_sample:
         ws = w[:full].reshape(full // chunk, chunk, *w.shape[1:])
         ys = lax.map(lambda part: run(*part), (xs, ws))
     else:
@@ -400,7 +400,7 @@ def _in_chunks(run: Callable[[jax.Array, jax.Array], jax.Array], spec: ConvSpec,
     y: jax.Array = ys.reshape(full, *ys.shape[2:])
     if full == batch:
         return y
-    return jnp.concatenate([y, run(x[full:], w[full:] if spec.per_sample_weight else w)])
+    return jnp.concatenate([y, run(x[full:], w[full:] if per_sample else w)])
 
 
 _convolve_jit = jax.jit(_convolve, static_argnums=0)

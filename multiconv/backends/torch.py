@@ -19,7 +19,7 @@ import torch.nn.functional as F  # noqa: N812
 from multiconv import _engines
 from multiconv._algorithms import batch_chunk, uncovered
 from multiconv._cost import choose
-from multiconv._engines import index
+from multiconv._engines import index, window_counts
 from multiconv._spec import ARGUMENT_DEFAULTS, HALF_DTYPES, ArrayInfo
 from multiconv.backends import host_array, spatial_slices
 
@@ -180,11 +180,6 @@ def _unfold(x: torch.Tensor, sizes: tuple[int, ...], steps: tuple[int, ...], dil
     return x
 
 
-def _window_counts(x: torch.Tensor, sizes: tuple[int, ...], steps: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[int, ...]:
-    spatial = x.shape[x.ndim - len(sizes) :]
-    return tuple((n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(spatial, sizes, steps, dilation, strict=True))
-
-
 #: The windows' own backward adds one strided slice per kernel tap (or per window, if fewer) up to this many.
 WINDOW_ADJOINT_MAX_SLICES: Final = 256
 
@@ -230,6 +225,11 @@ class _Windows(torch.autograd.Function):
         return dx, None, None, None
 
 
+def _rfftn(a: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    result: torch.Tensor = torch.fft.rfftn(a, s=shape, dim=tuple(range(-len(shape), 0)))
+    return result
+
+
 class _RealFFT(torch.autograd.Function):
     """``torch.fft.rfftn`` of the last ``len(shape)`` dims, zero-padded to ``shape``, with a backward of half the work.
 
@@ -244,8 +244,7 @@ class _RealFFT(torch.autograd.Function):
 
     @staticmethod
     def forward(a: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        result: torch.Tensor = torch.fft.rfftn(a, s=shape, dim=tuple(range(-len(shape), 0)))
-        return result
+        return _rfftn(a, shape)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:  # noqa: ARG004
@@ -269,7 +268,8 @@ class _TorchOps:
 
     @staticmethod
     def windows(x: torch.Tensor, sizes: tuple[int, ...], steps: tuple[int, ...], dilation: tuple[int, ...]) -> torch.Tensor:
-        if differentiable(x) and min(math.prod(sizes), math.prod(_window_counts(x, sizes, steps, dilation))) <= WINDOW_ADJOINT_MAX_SLICES:
+        counts = window_counts(tuple(x.shape[x.ndim - len(sizes) :]), sizes, steps, dilation) if differentiable(x) else ()
+        if counts and min(math.prod(sizes), math.prod(counts)) <= WINDOW_ADJOINT_MAX_SLICES:
             result: torch.Tensor = _Windows.apply(x, sizes, steps, dilation)  # type: ignore[no-untyped-call]
             return result
         return _unfold(x, sizes, steps, dilation)
@@ -304,12 +304,13 @@ class _TorchOps:
 
     @staticmethod
     def fft(a: torch.Tensor, shape: tuple[int, ...], *, real: bool) -> torch.Tensor:
-        dims = tuple(range(-len(shape), 0))
-        if real and differentiable(a):
+        if not real:
+            result: torch.Tensor = torch.fft.fftn(a, s=shape, dim=tuple(range(-len(shape), 0)))
+            return result
+        if differentiable(a):
             transformed: torch.Tensor = _RealFFT.apply(a, shape)  # type: ignore[no-untyped-call]
             return transformed
-        result: torch.Tensor = torch.fft.rfftn(a, s=shape, dim=dims) if real else torch.fft.fftn(a, s=shape, dim=dims)
-        return result
+        return _rfftn(a, shape)
 
     @staticmethod
     def ifft(a: torch.Tensor, shape: tuple[int, ...], *, real: bool) -> torch.Tensor:
