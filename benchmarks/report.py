@@ -71,6 +71,12 @@ def _baseline_reason(data: dict[str, Any], item: dict[str, Any], *, training: bo
         return f"same algorithm ({method} is {item['best_baseline']}): {apart:.0%} apart, auto's own rounds spread {spread:.0%}"
     if apart <= spread:
         return f"{apart:.0%} apart, within auto's own rounds' spread ({spread:.0%})"
+    best = item.get("best_engine", "").removeprefix("method=")
+    if training and best and best != method:
+        return (
+            f"auto trains with {method}; {best} trains faster here ({_time(item.get('best_engine_seconds'))}): the training model "
+            "(forward estimate times each engine's median backward factor) ranks them the other way"
+        )
     return ""
 
 
@@ -85,6 +91,28 @@ def _engine_reason(data: dict[str, Any], item: dict[str, Any]) -> str:
     if best == "fft" and taps < FFT_MIN_TAPS:
         return f"fft is kept out below {FFT_MIN_TAPS} kernel taps ({taps} here): NaN locality and elementwise accuracy"
     return f"the cost model estimates {method} below {best}"
+
+
+def _backward_reason(data: dict[str, Any], item: dict[str, Any]) -> str:
+    """Why auto's backward is more than 3x its forward: how its backward compares with the baselines' own."""
+    result = data["backends"][item["backend"]]
+    forward, step = _rows(result, item["shape"]), _rows(result, item["shape"], "training_rows")
+    backwards = {
+        name: row["seconds"] - forward[name]["seconds"]
+        for name, row in step.items()
+        if row.get("kind") == "baseline" and row.get("seconds") and forward.get(name, {}).get("seconds")
+    }
+    if not backwards:
+        return ""
+    name = min(backwards, key=backwards.__getitem__)
+    own = item["auto_seconds"] - item["auto_forward_seconds"]
+    if own > backwards[name]:
+        return ""
+    ratio = backwards[name] / forward[name]["seconds"]
+    return (
+        f"auto's backward alone ({_time(own)}) is faster than every baseline's (best {name} {_time(backwards[name])}, "
+        f"{ratio:.1f}x its forward); the ratio is high because auto's forward is {_time(item['auto_forward_seconds'])}"
+    )
 
 
 def targets(data: dict[str, Any]) -> list[list[str]]:
@@ -169,7 +197,7 @@ def training_targets(data: dict[str, Any]) -> list[list[str]]:
                 f"training: auto backward <= 3x forward: {item['backend']} {item['shape']}",
                 "n/a" if backward is None else f"{backward:.2f}x (f+b {_time(step)}, forward {_time(forward)})",
                 _mark(None if backward is None else backward <= 3.0),
-                "",
+                "" if backward is None or backward <= 3.0 else _backward_reason(data, item),
             ]
         )
     return lines
@@ -212,6 +240,12 @@ def _candidate_table(rows: list[dict[str, Any]]) -> list[str]:
     return _table(["shape", "candidate", "kind", "time", "GFLOP/s", "%GEMM", "peak mem", "rel err", "note"], cells)
 
 
+def _allocator(machine: dict[str, Any], name: str) -> str:
+    """One allocator setting of the run, in MiB (or "unset")."""
+    value = machine.get("env", {}).get(name)
+    return "unset" if value is None else f"{int(value) / 2**20:g} MiB"
+
+
 def render(data: dict[str, Any]) -> str:
     """The Markdown page."""
     first = next(iter(data["backends"].values()))["machine"]
@@ -239,6 +273,14 @@ def render(data: dict[str, Any]) -> str:
             "`2 * MACs / time`; %GEMM compares it with the framework's own float32 1024x1024 matmul, timed in the same "
             "rounds. JAX candidates (multiconv and baselines alike) run under `jax.jit`. Peak memory: tracemalloc "
             "(NumPy), the profiler's allocation events (PyTorch), XLA's memory analysis (JAX)."
+        ),
+        (
+            "- Allocator: every backend's process runs with glibc's mmap threshold fixed at "
+            f"{_allocator(first, 'MALLOC_MMAP_THRESHOLD_')} and its trim threshold at {_allocator(first, 'MALLOC_TRIM_THRESHOLD_')} "
+            "(`multiconv._bench.ALLOCATOR_ENV`): the values glibc's own dynamic threshold reaches once a 32 MiB buffer has "
+            "been freed. Left dynamic, buffers of a few MiB were page-faulted afresh on every call until some larger buffer "
+            "had been freed, so a candidate's time depended on which ran before it (PyTorch's depthwise forward: 1.4 ms "
+            "in a fresh process, 0.40 ms after one backward)."
         ),
         (
             "- The machine is a shared 2-core VM: times of one code path vary by 10-30% between runs, and ratios "

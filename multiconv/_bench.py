@@ -673,6 +673,17 @@ def _jax_framework() -> Framework:
 _FRAMEWORKS: Final[dict[str, Callable[[], Framework]]] = {"numpy": _numpy_framework, "torch": _torch_framework, "jax": _jax_framework}
 
 
+#: glibc's allocator for every backend's process, unless the caller's environment sets it.
+#: By default glibc serves a buffer above its *dynamic* mmap threshold with fresh pages
+#: (a page fault per 4 KiB, every call) and raises the threshold to the largest such
+#: buffer freed so far, up to 32 MiB: so a candidate's time depended on which candidates
+#: ran before it (PyTorch's depthwise forward measured 1.4 ms before any backward had run
+#: in the process and 0.40 ms after).  These values are the state that threshold
+#: reaches on its own once a 32 MiB buffer has been freed (trim at twice it), fixed for
+#: every candidate; buffers above 32 MiB are still mapped afresh, as glibc always does.
+ALLOCATOR_ENV: Final = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(64 * 2**20)}
+
+
 def _cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
@@ -703,7 +714,8 @@ def machine_info(framework: Framework | None = None) -> dict[str, Any]:
         "multiconv": multiconv.__version__,
         "threadpools": pools,
         "env": {
-            name: os.environ.get(name) for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+            name: os.environ.get(name)
+            for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", *ALLOCATOR_ENV)
         },
         # Other work on the machine distorts every number (threaded kernels most): say how busy it was.
         "load_average": _load_average(),
@@ -1152,7 +1164,7 @@ def _run_child(name: str, shapes: Sequence[str] | None, settings: Settings, bar:
             command.append("--quick")
         # The child must import this very package, installed or not.
         root = str(Path(multiconv.__file__).resolve().parents[1])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        env = {**ALLOCATOR_ENV, **os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
         tail: list[str] = []
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1) as child:  # noqa: S603
             assert child.stdout is not None  # noqa: S101  (stdout=PIPE)

@@ -178,8 +178,10 @@ def test_progress_bar_lines() -> None:
     assert len(lines) == 11  # not a tty: one line per tenth
 
 
-def test_cli_bench_numpy_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bench_numpy_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     # main() runs the NumPy benchmark in its own subprocess, as the full run does.
+    for name in _bench.ALLOCATOR_ENV:
+        monkeypatch.delenv(name, raising=False)
     json_path, plot_path = tmp_path / "results.json", tmp_path / "results.png"
     argv = ["bench", "--quick", "--backends", "numpy", "--shapes", "readme,depthwise", "--rounds", "1", "--json", str(json_path)]
     assert main([*argv, "--plot", str(plot_path)]) == 0
@@ -188,6 +190,8 @@ def test_cli_bench_numpy_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "1/" in captured.err  # the progress bar
     report = json.loads(json_path.read_text(encoding="utf-8"))
     assert list(report["backends"]) == ["numpy"]
+    # the child ran under the benchmark's fixed allocator thresholds, and says so
+    assert report["backends"]["numpy"]["machine"]["env"].items() >= _bench.ALLOCATOR_ENV.items()
     assert report["all_correct"] is True
     assert report["failures"] == {}
     assert [s["shape"] for s in report["summary"]] == ["readme", "depthwise"]

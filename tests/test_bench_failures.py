@@ -446,3 +446,20 @@ def test_plot_marks_untimed_candidates(tmp_path: Path) -> None:
     path = tmp_path / "plot.png"
     assert _bench.write_plot({"numpy": result}, path) == f"plot written to {path}"
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_callers_allocator_settings_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ALLOCATOR_ENV only fills in what the environment leaves unset.
+    seen: dict[str, str] = {}
+
+    def popen(*_: object, env: dict[str, str], **__: object) -> None:
+        seen.update(env)
+        raise RuntimeError  # stop before a child starts
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "4096")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.setattr(_bench.subprocess, "Popen", popen)
+    with pytest.raises(RuntimeError):
+        _bench._run_child("numpy", None, QUICK, _bench.ProgressBar(io.StringIO()))
+    assert seen["MALLOC_MMAP_THRESHOLD_"] == "4096"
+    assert seen["MALLOC_TRIM_THRESHOLD_"] == _bench.ALLOCATOR_ENV["MALLOC_TRIM_THRESHOLD_"]

@@ -33,6 +33,13 @@ def test_the_recorded_run_renders_with_a_reason_column() -> None:
         assert line[2] != "met" or line[3] == "", line  # reasons only for misses
 
 
+def test_the_page_states_the_allocator_thresholds_the_run_had() -> None:
+    report = report_module()
+    machine = {"env": {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}}
+    assert report._allocator(machine, "MALLOC_MMAP_THRESHOLD_") == "32 MiB"
+    assert report._allocator(machine, "MALLOC_TRIM_THRESHOLD_") == "unset"
+
+
 def _data(auto: float, baseline: float, *, median: float, method: str, best_engine: str, kernel: int = 3) -> dict[str, Any]:
     auto_row = {"shape": "s", "candidate": "auto", "seconds": auto, "seconds_median": median}
     shape = {"name": "s", "x_shape": [2, 4, 64], "w_shape": [2, 4, 4, kernel]}
@@ -58,5 +65,33 @@ def test_reasons_name_the_same_algorithm_the_noise_or_the_fft_rule() -> None:
     assert report._baseline_reason(noisy, noisy["item"]) == "5% apart, within auto's own rounds' spread (14%)"
     assert report._engine_reason(noisy, noisy["item"]) == "the cost model estimates shift below matmul"
     clear = _data(1.5, 1.0, median=1.52, method="shift", best_engine="fft", kernel=7)
-    assert report._baseline_reason(clear, clear["item"], training=True) == ""
+    assert report._baseline_reason(clear, clear["item"], training=True).startswith("auto trains with shift; fft trains faster here")
     assert report._engine_reason(clear, clear["item"]).startswith("fft is kept out below 32 kernel taps (7 here)")
+    clear["item"]["best_engine"] = "shift"
+    assert report._baseline_reason(clear, clear["item"], training=True) == ""
+
+
+def test_a_slow_backward_ratio_is_explained_only_when_auto_still_wins_the_backward() -> None:
+    report = report_module()
+
+    def data(auto_step: float) -> dict[str, Any]:
+        forward = [
+            {"shape": "s", "candidate": "auto", "kind": "auto", "seconds": 10e-6},
+            {"shape": "s", "candidate": "unfold+bmm", "kind": "baseline", "seconds": 20e-6},
+            {"shape": "s", "candidate": "loop", "kind": "baseline", "seconds": 200e-6},
+        ]
+        step = [
+            {"shape": "s", "candidate": "auto", "kind": "auto", "seconds": auto_step},
+            {"shape": "s", "candidate": "unfold+bmm", "kind": "baseline", "seconds": 80e-6},
+            {"shape": "s", "candidate": "loop", "kind": "baseline", "seconds": 900e-6},
+        ]
+        item = {"backend": "torch", "shape": "s", "auto_seconds": auto_step, "auto_forward_seconds": 10e-6}
+        return {"backends": {"torch": {"rows": forward, "training_rows": step}}, "item": item}
+
+    fast = data(45e-6)  # backward 35 us: 3.5x the forward, yet below unfold+bmm's 60 us
+    assert report._backward_reason(fast, fast["item"]) == (
+        "auto's backward alone (35.0 us) is faster than every baseline's (best unfold+bmm 60.0 us, 3.0x its forward); "
+        "the ratio is high because auto's forward is 10.0 us"
+    )
+    slow = data(90e-6)  # backward 80 us: slower than unfold+bmm's, no excuse
+    assert report._backward_reason(slow, slow["item"]) == ""
