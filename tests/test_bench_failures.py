@@ -458,7 +458,7 @@ def test_the_callers_allocator_settings_win(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "4096")
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    monkeypatch.setattr(_bench.subprocess, "Popen", popen)
+    monkeypatch.setattr("multiconv._bench.subprocess.Popen", popen)
     with pytest.raises(RuntimeError):
         _bench._run_child("numpy", None, QUICK, _bench.ProgressBar(io.StringIO()))
     assert seen["MALLOC_MMAP_THRESHOLD_"] == "4096"
