@@ -72,7 +72,7 @@ def _baseline_reason(data: dict[str, Any], item: dict[str, Any], *, training: bo
     if apart <= spread:
         return f"{apart:.0%} apart, within auto's own rounds' spread ({spread:.0%})"
     best = item.get("best_engine", "").removeprefix("method=")
-    if training and best and best != method:
+    if training and best and best != method and (item.get("auto_over_best_engine") or 0) > 1:
         return (
             f"auto trains with {method}; {best} trains faster here ({_time(item.get('best_engine_seconds'))}): the training model "
             "(forward estimate times each engine's median backward factor) ranks them the other way"

@@ -69,6 +69,8 @@ def test_reasons_name_the_same_algorithm_the_noise_or_the_fft_rule() -> None:
     assert report._engine_reason(clear, clear["item"]).startswith("fft is kept out below 32 kernel taps (7 here)")
     clear["item"]["best_engine"] = "shift"
     assert report._baseline_reason(clear, clear["item"], training=True) == ""
+    clear["item"] |= {"best_engine": "fft", "auto_over_best_engine": 0.99}  # auto itself trained faster than fft
+    assert report._baseline_reason(clear, clear["item"], training=True) == ""
 
 
 def test_a_slow_backward_ratio_is_explained_only_when_auto_still_wins_the_backward() -> None:
