@@ -144,21 +144,35 @@ def shift(ops: Ops, spec: ConvSpec) -> Engine:
     return run
 
 
-def matmul(ops: Ops, spec: ConvSpec) -> Engine:
-    """Copy every window into an im2col buffer, then one batched matmul."""
+def im2col(ops: Ops, spec: ConvSpec) -> Callable[[Any], Any]:
+    """``columns(x)``: the :func:`matmul` engine's im2col buffer ``(B, groups, C_in // groups * taps, positions)``.
+
+    Row ``c * taps + t`` holds input channel ``c`` of the group at kernel tap ``t`` (taps
+    in row-major order), the layout of ``w.reshape(..., C_in // groups * taps)``.
+    """
     positions, taps, n = math.prod(spec.out_size), math.prod(spec.kernel), spec.ndim
     groups, cg = spec.groups, spec.group_in_channels
     order = (0, 1, 2, *range(3 + n, 3 + 2 * n), *range(3, 3 + n))
     grouped_tail = (groups, cg, *spec.out_size, *spec.kernel)
+
+    def columns(x: Any) -> Any:
+        batch = x.shape[0]
+        windows = ops.windows(x, spec.kernel, spec.stride, spec.dilation).reshape(batch, *grouped_tail)
+        return ops.transpose(windows, order).reshape(batch, groups, cg * taps, positions)
+
+    return columns
+
+
+def matmul(ops: Ops, spec: ConvSpec) -> Engine:
+    """Copy every window into an im2col buffer, then one batched matmul."""
+    columns, n = im2col(ops, spec), spec.ndim
+    rows = spec.group_in_channels * math.prod(spec.kernel)
     out_tail = (spec.out_channels, *spec.out_size)
 
     def run(x: Any, w: Any) -> Any:
-        batch = x.shape[0]
-        windows = ops.windows(x, spec.kernel, spec.stride, spec.dilation).reshape(batch, *grouped_tail)
-        columns = ops.transpose(windows, order).reshape(batch, groups, cg * taps, positions)
         weight = group_weight(spec, w)
-        weight = weight.reshape(*weight.shape[: -1 - n], cg * taps)
-        return ops.matmul(weight, columns).reshape(batch, *out_tail)
+        weight = weight.reshape(*weight.shape[: -1 - n], rows)
+        return ops.matmul(weight, columns(x)).reshape(x.shape[0], *out_tail)
 
     return run
 

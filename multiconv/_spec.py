@@ -188,6 +188,8 @@ def _as_int(name: str, value: object, allowed: str, maximum: int | None = MAX_IN
     """``operator.index`` that refuses bools and names the argument on failure."""
     if isinstance(value, bool):
         raise TypeError(f"{name}={value!r} must be {allowed}, not a bool")
+    if getattr(value, "ndim", 0):  # a one-element tensor has __index__; NumPy refuses its arrays: refuse both
+        raise TypeError(f"{name}={_describe(value)} must be {allowed}, not an array (give a tuple of ints)") from None
     try:
         number = operator.index(value)  # type: ignore[arg-type]
     except TypeError:

@@ -360,6 +360,8 @@ def _numpy_cases() -> list[ParameterSet]:
 
 
 def _torch_cases() -> list[ParameterSet]:
+    import torch  # only where torch is installed
+
     p = pytest.param
     xt, wt = Arr((2, 4, 8), on="torch"), Arr((2, 6, 4, 3), on="torch")
     return [
@@ -409,6 +411,7 @@ def _torch_cases() -> list[ParameterSet]:
         ),
         # A sparse tensor is a torch.Tensor, but no dense convolution takes it.
         p(call(Arr((2, 4, 8), on="torch", sparse=True), wt), TypeError, r"\bx\b.*sparse", id="torch-x-sparse"),
+        p(call(stride=torch.tensor([2])), TypeError, _lit("stride=tensor([2]) (type Tensor)", "not an array"), id="torch-stride-tensor"),
     ]
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from multiconv import _engines
 from multiconv._algorithms import batch_chunk, uncovered
+from multiconv._api import batch_conv
 from multiconv._cost import choose
 from multiconv._engines import index, window_counts
 from multiconv._spec import ARGUMENT_DEFAULTS, HALF_DTYPES, ArrayInfo
@@ -225,6 +226,51 @@ class _Windows(torch.autograd.Function):
         return dx, None, None, None
 
 
+class _WindowProduct(torch.autograd.Function):
+    """The ``matmul`` engine (stride 1, per-sample weights) with its input's gradient as a convolution.
+
+    Autograd's own pulls the gradient back through the batched matmul into an im2col-sized
+    buffer, ``w^T @ g``, whose inner dimension is only ``C_out // groups``, then adds
+    its windows back.  The same gradient is a per-sample convolution of ``g`` with the
+    weight's channels swapped, flipped, fully padded, which ``batch_conv`` itself
+    computes with the engine it picks (256 samples of 16 channels, L 256, K 7: 18.8
+    against 6.2 ms in float64, 2.7 against 1.6 ms in float32; 64 of 64 channels, L 1024,
+    K 3: 11.9 against 7.8 ms; 8 of 256 channels, L 512, K 3: 6.3 against 6.9 ms).  The
+    weight's gradient is one batched matmul with the columns.  Both are differentiable
+    (double backward), and ``generate_vmap_rule`` lets ``torch.func`` transform them.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor, w: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
+        y: torch.Tensor = _matmul_engine(spec)(x, w)
+        return y
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:  # noqa: ARG004
+        x, w, ctx.spec = inputs
+        ctx.save_for_backward(x, w)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, w = ctx.saved_tensors
+        spec: ConvSpec = ctx.spec
+        batch, groups = x.shape[0], spec.groups
+        if x.is_complex():  # autograd's complex gradients are conjugate-linear: y = conv(x, w) pulls back through conj
+            x, w = x.conj(), w.conj()
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            per_group = w.reshape(batch, groups, spec.group_out_channels, spec.group_in_channels, *spec.kernel)
+            swapped = per_group.transpose(2, 3).reshape(batch, spec.in_channels, spec.group_out_channels, *spec.kernel)
+            full = tuple((d * (k - 1), d * (k - 1)) for d, k in zip(spec.dilation, spec.kernel, strict=True))
+            dx = batch_conv(g, swapped, padding=full, dilation=spec.dilation, groups=groups, flip=True)
+        if ctx.needs_input_grad[1]:
+            rows = g.reshape(batch, groups, spec.group_out_channels, -1)
+            dw = (rows @ _engines.im2col(OPS, spec)(x).transpose(-1, -2)).reshape(w.shape)
+        return dx, dw, None
+
+
 def _rfftn(a: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     result: torch.Tensor = torch.fft.rfftn(a, s=shape, dim=tuple(range(-len(shape), 0)))
     return result
@@ -322,23 +368,45 @@ class _TorchOps:
 OPS: Final = _TorchOps()
 
 
+def _zero_padded(spec: ConvSpec, run: Engine) -> Engine:
+    """``run`` on the zero-padded input (only ``grouped`` pads inside the convolution)."""
+    pairs = spec.zero_padding
+    if not any(lo or hi for lo, hi in pairs):
+        return run
+    return lambda x, w: run(_pad(x, pairs, "zeros"), w)
+
+
 def _shared(engine: Callable[[Any, ConvSpec], Engine]) -> Callable[[ConvSpec], Engine]:
-    """A shared engine on the zero-padded input (only ``grouped`` pads inside the convolution)."""
+    """A shared engine on the zero-padded input."""
+    return lambda spec: _zero_padded(spec, engine(OPS, spec))
 
-    def build(spec: ConvSpec) -> Engine:
-        run, pairs = engine(OPS, spec), spec.zero_padding
-        if not any(lo or hi for lo, hi in pairs):
-            return run
-        return lambda x, w: run(_pad(x, pairs, "zeros"), w)
 
-    return build
+@lru_cache(maxsize=256)
+def _matmul_engine(spec: ConvSpec) -> Engine:
+    return _engines.matmul(OPS, spec)
+
+
+def _matmul(spec: ConvSpec) -> Engine:
+    """The shared ``matmul`` engine; with stride 1 and per-sample weights, :class:`_WindowProduct` where autograd records."""
+    run = _matmul_engine(spec)
+    if not (spec.per_sample_weight and all(s == 1 for s in spec.stride)):
+        return run
+
+    def engine(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if differentiable(x) or differentiable(w):
+            result: torch.Tensor = _WindowProduct.apply(x, w, spec)  # type: ignore[no-untyped-call]
+        else:
+            result = run(x, w)
+        return result
+
+    return engine
 
 
 #: Engine name -> builder: ``METHODS[name](spec)`` is ``run(x, w)`` (see :mod:`multiconv._engines`).
 METHODS: Final[Mapping[str, Callable[[ConvSpec], Engine]]] = {
     "grouped": _grouped,
     "shift": _shared(_engines.shift),
-    "matmul": _shared(_engines.matmul),
+    "matmul": lambda spec: _zero_padded(spec, _matmul(spec)),
     "fft": _shared(_engines.fft),
 }
 
