@@ -163,16 +163,25 @@ def im2col(ops: Ops, spec: ConvSpec) -> Callable[[Any], Any]:
     return columns
 
 
-def matmul(ops: Ops, spec: ConvSpec) -> Engine:
-    """Copy every window into an im2col buffer, then one batched matmul."""
-    columns, n = im2col(ops, spec), spec.ndim
-    rows = spec.group_in_channels * math.prod(spec.kernel)
+def columns_product(ops: Ops, spec: ConvSpec) -> Callable[[Any, Any], Any]:
+    """``product(w, columns)``: the :func:`matmul` engine's one batched matmul of the weight with :func:`im2col`'s buffer."""
+    n, rows = spec.ndim, spec.group_in_channels * math.prod(spec.kernel)
     out_tail = (spec.out_channels, *spec.out_size)
 
-    def run(x: Any, w: Any) -> Any:
+    def product(w: Any, columns: Any) -> Any:
         weight = group_weight(spec, w)
         weight = weight.reshape(*weight.shape[: -1 - n], rows)
-        return ops.matmul(weight, columns(x)).reshape(x.shape[0], *out_tail)
+        return ops.matmul(weight, columns).reshape(columns.shape[0], *out_tail)
+
+    return product
+
+
+def matmul(ops: Ops, spec: ConvSpec) -> Engine:
+    """Copy every window into an im2col buffer, then one batched matmul."""
+    columns, product = im2col(ops, spec), columns_product(ops, spec)
+
+    def run(x: Any, w: Any) -> Any:
+        return product(w, columns(x))
 
     return run
 

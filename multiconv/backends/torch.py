@@ -236,29 +236,37 @@ class _WindowProduct(torch.autograd.Function):
     computes with the engine it picks (256 samples of 16 channels, L 256, K 7: 18.8
     against 6.2 ms in float64, 2.7 against 1.6 ms in float32; 64 of 64 channels, L 1024,
     K 3: 11.9 against 7.8 ms; 8 of 256 channels, L 512, K 3: 6.3 against 6.9 ms).  The
-    weight's gradient is one batched matmul with the columns.  Both are differentiable
-    (double backward), and ``generate_vmap_rule`` lets ``torch.func`` transform them.
+    weight's gradient is one batched matmul with the columns the forward built (built
+    again from ``x`` for a double backward).  Both are differentiable (double backward),
+    and ``generate_vmap_rule`` lets ``torch.func`` transform them.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: torch.Tensor, w: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
-        y: torch.Tensor = _matmul_engine(spec)(x, w)
-        return y
+    def forward(x: torch.Tensor, w: torch.Tensor, spec: ConvSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        columns, product = _matmul_parts(spec)
+        buffer = columns(x)
+        return product(w, buffer), buffer
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:  # noqa: ARG004
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, w, ctx.spec = inputs
-        ctx.save_for_backward(x, w)
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no zeros of the columns' size for their (never used) gradient
+        ctx.save_for_backward(x, w, output[1])  # the columns: autograd's own backward kept them too
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, w = ctx.saved_tensors
+    def backward(ctx: Any, g: torch.Tensor | None, _: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        if g is None:  # the result took no part in what is differentiated
+            return None, None, None
+        x, w, buffer = ctx.saved_tensors
         spec: ConvSpec = ctx.spec
         batch, groups = x.shape[0], spec.groups
+        if torch.is_grad_enabled():  # double backward: the columns again, as a function of x
+            buffer = _matmul_parts(spec)[0](x)
         if x.is_complex():  # autograd's complex gradients are conjugate-linear: y = conv(x, w) pulls back through conj
-            x, w = x.conj(), w.conj()
+            w, buffer = w.conj(), buffer.conj()
         dx = dw = None
         if ctx.needs_input_grad[0]:
             per_group = w.reshape(batch, groups, spec.group_out_channels, spec.group_in_channels, *spec.kernel)
@@ -267,7 +275,7 @@ class _WindowProduct(torch.autograd.Function):
             dx = batch_conv(g, swapped, padding=full, dilation=spec.dilation, groups=groups, flip=True)
         if ctx.needs_input_grad[1]:
             rows = g.reshape(batch, groups, spec.group_out_channels, -1)
-            dw = (rows @ _engines.im2col(OPS, spec)(x).transpose(-1, -2)).reshape(w.shape)
+            dw = (rows @ buffer.transpose(-1, -2)).reshape(w.shape)
         return dx, dw, None
 
 
@@ -382,19 +390,20 @@ def _shared(engine: Callable[[Any, ConvSpec], Engine]) -> Callable[[ConvSpec], E
 
 
 @lru_cache(maxsize=256)
-def _matmul_engine(spec: ConvSpec) -> Engine:
-    return _engines.matmul(OPS, spec)
+def _matmul_parts(spec: ConvSpec) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """The ``matmul`` engine's ``columns(x)`` and ``product(w, columns)``."""
+    return _engines.im2col(OPS, spec), _engines.columns_product(OPS, spec)
 
 
 def _matmul(spec: ConvSpec) -> Engine:
     """The shared ``matmul`` engine; with stride 1 and per-sample weights, :class:`_WindowProduct` where autograd records."""
-    run = _matmul_engine(spec)
+    run = _engines.matmul(OPS, spec)
     if not (spec.per_sample_weight and all(s == 1 for s in spec.stride)):
         return run
 
     def engine(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if differentiable(x) or differentiable(w):
-            result: torch.Tensor = _WindowProduct.apply(x, w, spec)  # type: ignore[no-untyped-call]
+            result: torch.Tensor = _WindowProduct.apply(x, w, spec)[0]  # type: ignore[no-untyped-call]
         else:
             result = run(x, w)
         return result
