@@ -20,7 +20,7 @@ from multiconv import _engines
 from multiconv._algorithms import batch_chunk, uncovered
 from multiconv._api import batch_conv
 from multiconv._cost import choose
-from multiconv._engines import index, window_counts
+from multiconv._engines import group_weight, index, window_counts
 from multiconv._spec import ARGUMENT_DEFAULTS, HALF_DTYPES, ArrayInfo
 from multiconv.backends import host_array, spatial_slices
 
@@ -269,10 +269,8 @@ class _WindowProduct(torch.autograd.Function):
             w, buffer = w.conj(), buffer.conj()
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            per_group = w.reshape(batch, groups, spec.group_out_channels, spec.group_in_channels, *spec.kernel)
-            swapped = per_group.transpose(2, 3).reshape(batch, spec.in_channels, spec.group_out_channels, *spec.kernel)
-            full = tuple((d * (k - 1), d * (k - 1)) for d, k in zip(spec.dilation, spec.kernel, strict=True))
-            dx = batch_conv(g, swapped, padding=full, dilation=spec.dilation, groups=groups, flip=True)
+            swapped = group_weight(spec, w).transpose(2, 3).reshape(batch, spec.in_channels, spec.group_out_channels, *spec.kernel)
+            dx = batch_conv(g, swapped, padding="full", dilation=spec.dilation, groups=groups, flip=True)
         if ctx.needs_input_grad[1]:
             rows = g.reshape(batch, groups, spec.group_out_channels, -1)
             dw = (rows @ buffer.transpose(-1, -2)).reshape(w.shape)
@@ -376,17 +374,16 @@ class _TorchOps:
 OPS: Final = _TorchOps()
 
 
-def _zero_padded(spec: ConvSpec, run: Engine) -> Engine:
-    """``run`` on the zero-padded input (only ``grouped`` pads inside the convolution)."""
-    pairs = spec.zero_padding
-    if not any(lo or hi for lo, hi in pairs):
-        return run
-    return lambda x, w: run(_pad(x, pairs, "zeros"), w)
-
-
 def _shared(engine: Callable[[Any, ConvSpec], Engine]) -> Callable[[ConvSpec], Engine]:
-    """A shared engine on the zero-padded input."""
-    return lambda spec: _zero_padded(spec, engine(OPS, spec))
+    """A shared engine on the zero-padded input (only ``grouped`` pads inside the convolution)."""
+
+    def build(spec: ConvSpec) -> Engine:
+        run, pairs = engine(OPS, spec), spec.zero_padding
+        if not any(lo or hi for lo, hi in pairs):
+            return run
+        return lambda x, w: run(_pad(x, pairs, "zeros"), w)
+
+    return build
 
 
 @lru_cache(maxsize=256)
@@ -395,9 +392,9 @@ def _matmul_parts(spec: ConvSpec) -> tuple[Callable[[torch.Tensor], torch.Tensor
     return _engines.im2col(OPS, spec), _engines.columns_product(OPS, spec)
 
 
-def _matmul(spec: ConvSpec) -> Engine:
+def _matmul(ops: _TorchOps, spec: ConvSpec) -> Engine:
     """The shared ``matmul`` engine; with stride 1 and per-sample weights, :class:`_WindowProduct` where autograd records."""
-    run = _engines.matmul(OPS, spec)
+    run = _engines.matmul(ops, spec)
     if not (spec.per_sample_weight and all(s == 1 for s in spec.stride)):
         return run
 
@@ -415,7 +412,7 @@ def _matmul(spec: ConvSpec) -> Engine:
 METHODS: Final[Mapping[str, Callable[[ConvSpec], Engine]]] = {
     "grouped": _grouped,
     "shift": _shared(_engines.shift),
-    "matmul": lambda spec: _zero_padded(spec, _matmul(spec)),
+    "matmul": _shared(_matmul),
     "fft": _shared(_engines.fft),
 }
 
