@@ -6,6 +6,7 @@ Usage (from the repository root, on an otherwise idle machine; needs scipy)::
     python benchmarks/calibrate.py --fit-only           # refit from the stored timings
     python benchmarks/calibrate.py --backends numpy --quick
     python benchmarks/calibrate.py --backends jax --methods matmul   # re-time one engine, refit
+    python benchmarks/calibrate.py --fit-only --profile GenuineIntel  # refit another CPU's timings
 
 Each backend is measured in its own process over a grid of shapes (the
 benchmark's shapes, weighted up, plus a seeded random grid of 1-D and 2-D
@@ -14,13 +15,16 @@ dilations; float32, float64, complex64).  Every engine is timed (JAX under
 ``jax.jit``): after a warm-up call (which compiles), the best of three blocks of
 calls lasting at least 30 ms each, the engines of a case taking turns in a rotating
 order; an engine whose first timed call takes over ``--cap`` seconds is timed by that
-one call.  The raw timings go to ``benchmarks/calibration/<backend>.json``.
+one call.  The raw timings go to ``benchmarks/calibration/<profile>/<backend>.json``,
+where the profile is this CPU's vendor (``multiconv._cost.cpu_profile``:
+``GenuineIntel``, ``AuthenticAMD``): each vendor measured keeps its own timings and
+coefficients.
 
 The fit is, per (backend, engine), non-negative least squares of the modelled
 time ``sum(c_i * feature_i)`` on relative error.  The script prints how well the
 model ranks the engines (how often ``auto`` picks the fastest, and the worst
 ratio of the picked engine's time to the fastest's) and writes the coefficients
-to ``multiconv/_calibration.py``.
+to ``multiconv/_calibration.py`` (every profile's: the others are kept as they are).
 """
 
 from __future__ import annotations
@@ -237,28 +241,39 @@ def report(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tup
     print(f"{backend}: picks the fastest engine on {hits}/{len(regrets)} cases; within 10% on {close}; worst ratio {max(regrets):.2f}")
 
 
-def write_module(coefficients: dict[str, dict[str, tuple[float, ...]]], machine: dict[str, Any]) -> None:
-    """Write ``multiconv/_calibration.py``."""
+def write_module(coefficients: dict[str, dict[str, dict[str, tuple[float, ...]]]], machines: dict[str, str]) -> None:
+    """Write ``multiconv/_calibration.py`` (``coefficients`` and ``machines`` keyed by profile)."""
     lines = [
-        '"""Cost-model coefficients (seconds per feature unit), written by ``benchmarks/calibrate.py``.',
-        "",
-        f"Measured on {machine['cpu']} ({machine['cores']} cores), Python {machine['python']}, {machine['versions']}, {machine['date']}.",
-        '"""',
+        '"""Cost-model coefficients (seconds per feature unit), one set per CPU profile, written by ``benchmarks/calibrate.py``."""',
         "",
         "from __future__ import annotations",
         "",
         "from typing import Final",
         "",
-        f"#: backend -> engine -> coefficients of {tuple(importlib.import_module('multiconv._cost').FEATURES)}.".replace("'", ""),
-        "COEFFICIENTS: Final[dict[str, dict[str, tuple[float, ...]]]] = {",
+        "#: profile -> where and with what its timings were measured.",
+        "MACHINES: Final[dict[str, str]] = {",
+        *(f"    {profile!r}: {machine!r},".replace("'", '"') for profile, machine in machines.items()),
+        "}",
+        "",
+        f"#: profile -> backend -> engine -> coefficients of {tuple(importlib.import_module('multiconv._cost').FEATURES)}.".replace(
+            "'", ""
+        ),
+        "COEFFICIENTS: Final[dict[str, dict[str, dict[str, tuple[float, ...]]]]] = {",
     ]
-    for backend, methods in coefficients.items():
-        lines.append(f'    "{backend}": {{')
-        for method, values in methods.items():
-            lines.append(f'        "{method}": ({", ".join(f"{v:.4g}" for v in values)}),')
+    for profile, backends in coefficients.items():
+        lines.append(f'    "{profile}": {{')
+        for backend, methods in backends.items():
+            lines.append(f'        "{backend}": {{')
+            for method, values in methods.items():
+                lines.append(f'            "{method}": ({", ".join(f"{v:.4g}" for v in values)}),')
+            lines.append("        },")
         lines.append("    },")
     lines.append("}")
     MODULE.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _describe(machine: dict[str, Any]) -> str:
+    return f"{machine['cpu']} ({machine['cores']} cores), Python {machine['python']}, {machine['versions']}, {machine['date']}"
 
 
 def _machine() -> dict[str, Any]:
@@ -290,19 +305,22 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="10 grid cases, no benchmark shapes")
     parser.add_argument("--fit-only", action="store_true")
     parser.add_argument("--methods", help="re-time only these engines (comma-separated), keeping the stored times of the others")
+    parser.add_argument("--profile", help="the CPU profile whose timings to measure or fit (default: this CPU's)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # child process: measure one backend
     args = parser.parse_args()
+    profile = args.profile or (importlib.import_module("multiconv._cost").cpu_vendor() or "unknown")
+    data = DATA / profile
     cases = grid_cases(10) if args.quick else benchmark_cases() + grid_cases(args.cases)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     if args.measure:
-        path = DATA / f"{args.measure}.json"
+        path = data / f"{args.measure}.json"
         rows = measure(args.measure, cases, args.cap, methods)
         if methods:  # re-timed engines replace theirs in the stored rows; the other engines' times stay
             stored = json.loads(path.read_text(encoding="utf-8"))["rows"]
             if [row["name"] for row in stored] != [row["name"] for row in rows]:
                 raise SystemExit(f"{path} holds other cases; measure every engine (without --methods)")
             rows = [{**old, **new, "times": {**old["times"], **new["times"]}} for old, new in zip(stored, rows, strict=True)]
-        DATA.mkdir(parents=True, exist_ok=True)
+        data.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=1), encoding="utf-8")
         return 0
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -320,17 +338,21 @@ def main() -> int:
                     "--cap",
                     str(args.cap),
                     *(["--methods", args.methods] if args.methods else []),
+                    "--profile",
+                    profile,
                 ],
                 check=True,
             )
-    coefficients = dict(importlib.import_module("multiconv._calibration").COEFFICIENTS)
-    machine = _machine()
+    calibration = importlib.import_module("multiconv._calibration")
+    coefficients = {name: dict(backends) for name, backends in calibration.COEFFICIENTS.items()}
+    machines = dict(calibration.MACHINES)
+    fitted = coefficients.setdefault(profile, {})
     for backend in backends:
-        stored = json.loads((DATA / f"{backend}.json").read_text(encoding="utf-8"))
-        coefficients[backend] = fit(backend, stored["rows"])
-        machine = stored["machine"]
-        report(backend, stored["rows"], coefficients[backend])
-    write_module(coefficients, machine)
+        stored = json.loads((data / f"{backend}.json").read_text(encoding="utf-8"))
+        fitted[backend] = fit(backend, stored["rows"])
+        machines[profile] = _describe(stored["machine"])
+        report(backend, stored["rows"], fitted[backend])
+    write_module(coefficients, machines)
     print(f"wrote {MODULE.relative_to(ROOT)}")
     return 0
 

@@ -1,6 +1,8 @@
 """Write ``docs/benchmarks.md`` from ``benchmarks/results.json`` (a ``multiconv bench`` run).
 
-Usage: ``python benchmarks/report.py [results.json] [docs/benchmarks.md]``.  Every
+Usage: ``python benchmarks/report.py [results.json] [docs/benchmarks.md]``; without
+arguments it also writes ``docs/benchmarks-<name>.md`` for every earlier run kept in
+``benchmarks/runs/<name>.json`` (with its ``.png``) and links them.  Every
 number in the page comes from the JSON; the targets of the performance issue are
 checked against it and marked as met or missed.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -246,8 +249,8 @@ def _allocator(machine: dict[str, Any], name: str) -> str:
     return "unset" if value is None else f"{int(value) / 2**20:g} MiB"
 
 
-def render(data: dict[str, Any]) -> str:
-    """The Markdown page."""
+def render(data: dict[str, Any], plot: str = "../benchmarks/results.png", notes: tuple[str, ...] = ()) -> str:
+    """The Markdown page (``plot``: the PNG's path from the page; ``notes``: paragraphs after the machine list)."""
     first = next(iter(data["backends"].values()))["machine"]
     blas: dict[str, Any] = next((p for p in first.get("threadpools", []) if p.get("user_api") == "blas"), {})
     out = [
@@ -258,7 +261,8 @@ def render(data: dict[str, Any]) -> str:
             f"`OPENBLAS_L2_SIZE` unset), {data['created']}. Regenerate this page with `python benchmarks/report.py`."
         ),
         "",
-        f"- Machine: {first['cpu']}, {first['cpu_count']} cores, {first['platform']}; Python {first['python']}.",
+        f"- Machine: {first['cpu']}, {first['cpu_count']} cores, {first['platform']}; Python {first['python']}"
+        + (f"; `auto`'s calibration: the {first['cpu_profile']} profile." if "cpu_profile" in first else "."),
         f"- Versions: multiconv {first['multiconv']}, "
         + ", ".join(f"{name} {result['machine']['framework_version']}" for name, result in data["backends"].items())
         + ".",
@@ -286,8 +290,9 @@ def render(data: dict[str, Any]) -> str:
             "- The machine is a shared 2-core VM: times of one code path vary by 10-30% between runs, and ratios "
             "between identical code paths (auto and the engine it picks) scatter by about as much."
         ),
+        *(line for note in notes for line in ("", note)),
         "",
-        "![benchmark plot](../benchmarks/results.png)",
+        f"![benchmark plot]({plot})",
         "",
         "## Summary",
         "",
@@ -322,14 +327,28 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def main() -> int:
-    """Read the JSON, write the page."""
-    source = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "benchmarks" / "results.json"
-    target = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "docs" / "benchmarks.md"
-    data = json.loads(source.read_text(encoding="utf-8"))
+def _write(source: Path, target: Path, notes: tuple[str, ...] = ()) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(source.read_text(encoding="utf-8"))
+    plot = os.path.relpath(source.with_suffix(".png"), target.parent).replace(os.sep, "/")
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render(data), encoding="utf-8")
+    target.write_text(render(data, plot, notes), encoding="utf-8")
     print(f"wrote {target}")
+    return data
+
+
+def main() -> int:
+    """Read the JSON, write the page; without arguments, also a page per earlier run in ``benchmarks/runs/``."""
+    if len(sys.argv) > 1:
+        _write(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "docs" / "benchmarks.md")
+        return 0
+    earlier = []
+    for run in sorted((ROOT / "benchmarks" / "runs").glob("*.json")):
+        page = ROOT / "docs" / f"benchmarks-{run.stem}.md"
+        data = _write(run, page, ("An earlier full run, kept for comparison; the latest is [benchmarks.md](benchmarks.md).",))
+        cpu = next(iter(data["backends"].values()))["machine"]["cpu"]
+        earlier.append(f"[{run.stem}]({page.name}) ({cpu}, {data['created'][:10]})")
+    notes = (f"Earlier full runs, on other machines or code: {'; '.join(earlier)}.",) if earlier else ()
+    _write(ROOT / "benchmarks" / "results.json", ROOT / "docs" / "benchmarks.md", notes)
     return 0
 
 

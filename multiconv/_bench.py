@@ -54,6 +54,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 import multiconv
 from multiconv._api import plan
+from multiconv._cost import cpu_profile
 from multiconv._dispatch import BACKENDS, installed, load
 from multiconv.testing import reference_conv, reference_conv_vjp
 
@@ -708,6 +709,7 @@ def machine_info(framework: Framework | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_profile": cpu_profile(),  # the calibration method="auto" used
         "cpus_usable": len(affinity(0)) if affinity is not None else os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -35,6 +35,12 @@ The coefficients of each (backend, engine) pair were fitted (non-negative least
 squares on relative error) to timings of a grid of shapes, the benchmark's
 shapes among them, by ``benchmarks/calibrate.py``; they live in
 :mod:`multiconv._calibration` together with the machine they were measured on.
+There is one set per CPU vendor measured (:func:`cpu_profile`): the same wheels
+rank the engines differently on an Intel and an AMD CPU (PyTorch's float64
+grouped convolution against its batched matmul, for one, measured 7.7 against
+5.5 ms on the Intel machine and 9.5 against 13.5 ms on the AMD one).  A CPU of
+another vendor uses :data:`DEFAULT_PROFILE`'s; the environment variable
+``MULTICONV_CPU_PROFILE`` names a profile to use instead.
 Only CPU timings exist: on a GPU, ``auto`` uses the framework's own convolution
 (cuDNN) and switches to ``fft`` for kernels of 64 taps and more.
 
@@ -54,11 +60,14 @@ the best engine in float64).
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from multiconv._algorithms import DIRECT_ENGINES, fft_blocks, workspace_elements
-from multiconv._calibration import COEFFICIENTS
+from multiconv._calibration import COEFFICIENTS, MACHINES
 
 if TYPE_CHECKING:
     from multiconv._spec import ConvSpec
@@ -81,13 +90,49 @@ JAX_LOOP_TANGENT_MAX_BATCH: Final = 16
 JAX_LOOP_MAX_BATCH: Final = 256
 
 
-#: PyTorch: forward + backward time over forward time per engine, the median over the
-#: benchmark's shapes (``multiconv bench --backends torch``, training rows, 2026-12-02).
-#: ``grouped`` has the fold's backward (its own for depthwise); ``matmul`` and ``fft``
-#: pull their windows and real transforms back through their adjoints, and ``matmul`` at
-#: stride 1 its input's gradient as a convolution (``multiconv.backends.torch``: autograd's
-#: own made ``matmul`` train at 4.9 times its forward, the windows' adjoint at 3.9).
-TORCH_TRAINING_FACTOR: Final = {"grouped": 3.5, "shift": 3.8, "matmul": 3.6, "fft": 3.7}
+#: The calibration a CPU of an unmeasured vendor uses.
+DEFAULT_PROFILE: Final = "GenuineIntel"
+
+
+def cpu_vendor() -> str:
+    """The ``vendor_id`` of ``/proc/cpuinfo`` (``GenuineIntel``, ``AuthenticAMD``), or ``""``."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), "")
+
+
+@functools.cache
+def cpu_profile() -> str:
+    """The calibration ``auto`` uses: ``MULTICONV_CPU_PROFILE``, else :func:`cpu_vendor` where measured, else the default."""
+    chosen = os.environ.get("MULTICONV_CPU_PROFILE", "")
+    if chosen and chosen not in COEFFICIENTS:
+        raise ValueError(f"MULTICONV_CPU_PROFILE={chosen!r} names no calibration; measured: {', '.join(MACHINES)}")
+    vendor = chosen or cpu_vendor()
+    return vendor if vendor in COEFFICIENTS else DEFAULT_PROFILE
+
+
+#: PyTorch: forward + backward time over forward time per engine, per CPU profile, as
+#: (items of at most 4 bytes, wider items: float64 and complex): the first the median over
+#: the benchmark's float32 shapes, the second its one float64 shape (``multiconv bench
+#: --backends torch``, training rows: the GenuineIntel run of 2026-12-02 kept in
+#: docs/benchmarks-GenuineIntel-2026-12-02.md, an AuthenticAMD run of 2026-12-03).  ``grouped`` has the fold's backward (its own for
+#: depthwise); ``matmul`` and ``fft`` pull their windows and real transforms back through
+#: their adjoints, and ``matmul`` at stride 1 its input's gradient as a convolution
+#: (``multiconv.backends.torch``).  On the Intel CPU ``matmul``'s float64 forward is fast
+#: (5.5 ms against the fold's 7.7 on the benchmark's float64 shape) but its step is not
+#: (34 against 25 ms): a factor of 6.2, which the wide column carries.
+TORCH_TRAINING_FACTOR: Final = {
+    "GenuineIntel": {"grouped": (3.3, 3.2), "shift": (3.5, 3.6), "matmul": (3.3, 6.2), "fft": (3.4, 3.6)},
+    "AuthenticAMD": {"grouped": (3.5, 3.3), "shift": (3.1, 2.8), "matmul": (2.7, 3.2), "fft": (2.9, 3.1)},
+}
+
+
+def training_factor(spec: ConvSpec, method: str) -> float:
+    """PyTorch: modelled forward + backward time over forward time of ``method`` (:data:`TORCH_TRAINING_FACTOR`)."""
+    narrow, wide = TORCH_TRAINING_FACTOR.get(cpu_profile(), TORCH_TRAINING_FACTOR[DEFAULT_PROFILE])[method]
+    return wide if _ITEM_SCALE[spec.dtype] > 1 else narrow
 
 
 def _gemm(batch: int, m: int, k: int, n: int) -> float:
@@ -146,8 +191,8 @@ def features(spec: ConvSpec, method: str, backend: str = "numpy") -> tuple[float
 
 
 def estimate(backend: str, spec: ConvSpec, method: str) -> float:
-    """Modelled seconds of ``method`` on ``spec`` (CPU coefficients of ``backend``)."""
-    coefficients = COEFFICIENTS[backend][method]
+    """Modelled seconds of ``method`` on ``spec`` (CPU coefficients of ``backend`` for :func:`cpu_profile`)."""
+    coefficients = COEFFICIENTS[cpu_profile()][backend][method]
     return sum(c * f for c, f in zip(coefficients, features(spec, method, backend), strict=True))
 
 
@@ -178,7 +223,7 @@ def choose(backend: str, spec: ConvSpec, methods: tuple[str, ...], *, accelerato
     itemsize = 4 * _ITEM_SCALE[spec.dtype]
     fitting = [m for m in methods if eligible(backend, spec, m) and _fits(spec, m, itemsize)] or ["shift"]
     if spec.training and backend == "torch":
-        return min(fitting, key=lambda m: estimate(backend, spec, m) * TORCH_TRAINING_FACTOR[m])
+        return min(fitting, key=lambda m: estimate(backend, spec, m) * training_factor(spec, m))
     return min(fitting, key=lambda m: estimate(backend, spec, m))
 
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 if TYPE_CHECKING:
     from types import ModuleType
 
@@ -22,15 +24,41 @@ def report_module() -> ModuleType:
     return module
 
 
-def test_the_recorded_run_renders_with_a_reason_column() -> None:
+RECORDED = [ROOT / "benchmarks" / "results.json", *sorted((ROOT / "benchmarks" / "runs").glob("*.json"))]
+
+
+@pytest.mark.parametrize("source", RECORDED, ids=[p.stem for p in RECORDED])
+def test_the_recorded_runs_render_with_a_reason_column(source: Path) -> None:
     report = report_module()
-    data = json.loads((ROOT / "benchmarks" / "results.json").read_text(encoding="utf-8"))
+    data = json.loads(source.read_text(encoding="utf-8"))
+    assert source.with_suffix(".png").is_file()
     page = report.render(data)
     assert "| target | measured | status | reason (where the data gives one) |" in page
     for line in report.targets(data) + report.training_targets(data):
         assert len(line) == 4, line
         assert line[2] in {"met", "**missed**", "n/a"}
         assert line[2] != "met" or line[3] == "", line  # reasons only for misses
+
+
+def test_without_arguments_every_run_gets_a_page_and_the_latest_links_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = report_module()
+    (tmp_path / "benchmarks" / "runs").mkdir(parents=True)
+    for source in RECORDED:
+        target = tmp_path / source.relative_to(ROOT)
+        target.write_bytes(source.read_bytes())
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    monkeypatch.setattr("sys.argv", ["report.py"])
+    assert report.main() == 0
+    latest = (tmp_path / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    assert "![benchmark plot](../benchmarks/results.png)" in latest
+    for run in RECORDED[1:]:
+        assert f"(benchmarks-{run.stem}.md)" in latest
+        page = (tmp_path / "docs" / f"benchmarks-{run.stem}.md").read_text(encoding="utf-8")
+        assert f"![benchmark plot](../benchmarks/runs/{run.stem}.png)" in page
+        assert "[benchmarks.md](benchmarks.md)" in page
+    assert capsys.readouterr().out.count("wrote ") == len(RECORDED)
 
 
 def test_the_page_states_the_allocator_thresholds_the_run_had() -> None:

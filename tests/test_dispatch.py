@@ -221,12 +221,13 @@ def test_a_repeated_call_reuses_its_plan() -> None:
 def test_torch_auto_chooses_for_training_when_autograd_records(monkeypatch: pytest.MonkeyPatch) -> None:
     """float64, 64 -> 64 channels, L 1024, K 3: ``matmul`` forward; training weighs each engine by its factor.
 
-    The factors are measured medians (3.5 to 3.9); one that made ``matmul`` train at
-    three times the others' cost sends training to the fold.
+    A factor that made ``matmul`` train at three times the others' cost sends training to the fold.
     """
     torch = importlib.import_module("torch")
-    factors = _cost.TORCH_TRAINING_FACTOR
-    monkeypatch.setattr(_cost, "TORCH_TRAINING_FACTOR", {**factors, "matmul": 3 * factors["grouped"]})
+    monkeypatch.setattr(_cost, "cpu_profile", lambda: _cost.DEFAULT_PROFILE)  # the matmul forward is this profile's
+    factors = _cost.TORCH_TRAINING_FACTOR[_cost.DEFAULT_PROFILE]
+    patched = {**factors, "matmul": tuple(3 * f for f in factors["grouped"])}
+    monkeypatch.setitem(_cost.TORCH_TRAINING_FACTOR, _cost.DEFAULT_PROFILE, patched)
     monkeypatch.setattr(_api, "_PLAN_CACHE", {})  # plans made under the patched factors stay here
     x = torch.zeros(64, 64, 1024, dtype=torch.float64)
     w = torch.zeros(64, 64, 64, 3, dtype=torch.float64)

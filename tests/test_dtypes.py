@@ -169,6 +169,17 @@ def test_half_precision_with_bias_and_backend_override_matches_reference(backend
         assert_matches_reference(y, x, w, bias, **case.kwargs())
 
 
+@pytest.mark.parametrize("method", list(importlib.import_module("multiconv.backends.numpy").METHODS))
+@pytest.mark.parametrize(("backend", "dtype"), HALF_PAIRS)
+def test_every_numpy_engine_computes_half_precision_of_any_framework(backend: str, dtype: str, method: str) -> None:
+    """A bfloat16 array from JAX or PyTorch reaches NumPy as ``ml_dtypes.bfloat16`` (kind ``"V"``, which einsum rejects)."""
+    case = SMALL_CASES["2d-last-circular"]
+    x, w, bias = inputs(case, backend, dtype)
+    y = multiconv.batch_conv(x, w, bias, backend="numpy", method=method, **case.kwargs())
+    assert dtype_name(y) == dtype
+    assert_matches_reference(y, x, w, bias, **case.kwargs())
+
+
 # ------------------------------------------------------------- backend override
 
 

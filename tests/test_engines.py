@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import tracemalloc
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -14,8 +15,11 @@ from hypothesis import strategies as st
 from support import BACKENDS, as_backend
 
 import multiconv
-from multiconv import _algorithms, _api, _cost
+from multiconv import _algorithms, _api, _calibration, _cost
 from multiconv.testing import assert_matches_reference
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def engines(backend: str) -> list[str]:
@@ -112,6 +116,54 @@ def test_cost_features_scale_with_dtype() -> None:
     assert f64[gemm] == pytest.approx(2 * f32[gemm])
     assert f64[copies] == pytest.approx(2 * f32[copies])
     assert all(math.isfinite(v) and v >= 0 for v in f32)
+
+
+@pytest.fixture
+def fresh_profile() -> Iterator[None]:
+    _cost.cpu_profile.cache_clear()
+    yield
+    _cost.cpu_profile.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_profile")
+def test_cpu_profile_follows_the_vendor_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MULTICONV_CPU_PROFILE", raising=False)
+    for vendor in _calibration.COEFFICIENTS:
+        monkeypatch.setattr(_cost, "cpu_vendor", lambda vendor=vendor: vendor)
+        _cost.cpu_profile.cache_clear()
+        assert _cost.cpu_profile() == vendor
+    monkeypatch.setattr(_cost, "cpu_vendor", lambda: "HygonGenuine")  # a vendor never measured
+    _cost.cpu_profile.cache_clear()
+    assert _cost.cpu_profile() == _cost.DEFAULT_PROFILE
+    monkeypatch.setenv("MULTICONV_CPU_PROFILE", _cost.DEFAULT_PROFILE)
+    _cost.cpu_profile.cache_clear()
+    assert _cost.cpu_profile() == _cost.DEFAULT_PROFILE
+    monkeypatch.setenv("MULTICONV_CPU_PROFILE", "Pentium")
+    _cost.cpu_profile.cache_clear()
+    with pytest.raises(ValueError, match="MULTICONV_CPU_PROFILE='Pentium' names no calibration"):
+        _cost.cpu_profile()
+
+
+def test_every_profile_models_every_engine_the_default_does() -> None:
+    default = _calibration.COEFFICIENTS[_cost.DEFAULT_PROFILE]
+    assert set(_calibration.MACHINES) == set(_calibration.COEFFICIENTS) == set(_cost.TORCH_TRAINING_FACTOR)
+    for profile, backends in _calibration.COEFFICIENTS.items():
+        assert {b: set(m) for b, m in backends.items()} == {b: set(m) for b, m in default.items()}, profile
+        assert set(_cost.TORCH_TRAINING_FACTOR[profile]) == set(backends["torch"]), profile
+
+
+@pytest.mark.usefixtures("fresh_profile")
+@pytest.mark.parametrize("profile", list(_calibration.COEFFICIENTS))
+def test_the_float64_benchmark_shape_trains_with_the_fold(monkeypatch: pytest.MonkeyPatch, profile: str) -> None:
+    """256 samples, 16 -> 16 channels, L 256, K 7, float64: the fold's step was the fastest on both CPUs measured.
+
+    On the Intel CPU ``matmul``'s forward is faster (5.5 against 7.7 ms) and its step slower
+    (34 against 25 ms): the wide column of :data:`multiconv._cost.TORCH_TRAINING_FACTOR`.
+    """
+    monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
+    spec = _api.plan(np.ones((256, 16, 256)), np.ones((256, 16, 16, 7))).spec
+    trained = dataclasses.replace(spec, training=True)
+    assert _cost.choose("torch", trained, ("grouped", "shift", "matmul", "fft")) == "grouped"
 
 
 def test_accelerator_rule() -> None:

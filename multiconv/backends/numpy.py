@@ -16,7 +16,7 @@ from multiconv import _engines
 from multiconv._algorithms import batch_chunk, batch_slices
 from multiconv._cost import choose
 from multiconv._engines import group_weight, index
-from multiconv._spec import ArrayInfo
+from multiconv._spec import HALF_DTYPES, ArrayInfo
 from multiconv.backends import spatial_slices
 
 if TYPE_CHECKING:
@@ -138,8 +138,12 @@ METHODS: Final[Mapping[str, Callable[[ConvSpec], Engine]]] = {
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
-    """Half precision is computed (and accumulated) in float32."""
-    return np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize < 4 else dtype  # noqa: PLR2004
+    """Half precision is computed (and accumulated) in float32.
+
+    By name: ``ml_dtypes``' bfloat16 (a JAX or PyTorch array's, moved to NumPy) has kind
+    ``"V"``, and ``numpy.einsum`` rejects it.
+    """
+    return np.dtype(np.float32) if dtype.name in HALF_DTYPES else dtype
 
 
 def _batched(spec: ConvSpec, compute: np.dtype) -> Engine:
