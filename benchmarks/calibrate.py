@@ -277,10 +277,7 @@ def _describe(machine: dict[str, Any]) -> str:
 
 
 def _machine() -> dict[str, Any]:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-        platform.processor(),
-    )
+    cpu = importlib.import_module("multiconv._cost").cpu_info("model name") or platform.processor()
     versions = []
     for name in ("numpy", "torch", "jax"):
         try:

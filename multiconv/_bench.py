@@ -54,7 +54,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 import multiconv
 from multiconv._api import plan
-from multiconv._cost import cpu_profile
+from multiconv._cost import cpu_info, cpu_profile
 from multiconv._dispatch import BACKENDS, installed, load
 from multiconv.testing import reference_conv, reference_conv_vjp
 
@@ -686,11 +686,7 @@ ALLOCATOR_ENV: Final = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_
 
 
 def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return cpu_info("model name") or platform.processor() or platform.machine()
 
 
 def _load_average() -> list[float] | None:

@@ -94,13 +94,18 @@ JAX_LOOP_MAX_BATCH: Final = 256
 DEFAULT_PROFILE: Final = "GenuineIntel"
 
 
-def cpu_vendor() -> str:
-    """The ``vendor_id`` of ``/proc/cpuinfo`` (``GenuineIntel``, ``AuthenticAMD``), or ``""``."""
+def cpu_info(field: str) -> str:
+    """The first value of ``field`` in ``/proc/cpuinfo`` (``"vendor_id"``, ``"model name"``), or ``""``."""
     try:
         lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return ""
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), "")
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(field)), "")
+
+
+def cpu_vendor() -> str:
+    """The CPU vendor (``GenuineIntel``, ``AuthenticAMD``), or ``""`` where ``/proc/cpuinfo`` does not say."""
+    return cpu_info("vendor_id")
 
 
 @functools.cache
@@ -131,7 +136,7 @@ TORCH_TRAINING_FACTOR: Final = {
 
 def training_factor(spec: ConvSpec, method: str) -> float:
     """PyTorch: modelled forward + backward time over forward time of ``method`` (:data:`TORCH_TRAINING_FACTOR`)."""
-    narrow, wide = TORCH_TRAINING_FACTOR.get(cpu_profile(), TORCH_TRAINING_FACTOR[DEFAULT_PROFILE])[method]
+    narrow, wide = TORCH_TRAINING_FACTOR[cpu_profile()][method]
     return wide if _ITEM_SCALE[spec.dtype] > 1 else narrow
 
 
