@@ -32,8 +32,10 @@ size.  Half
 precision is computed in float32 and costed so.
 
 The coefficients of each (backend, engine) pair were fitted (non-negative least
-squares on relative error) to timings of a grid of shapes, the benchmark's
-shapes among them, by ``benchmarks/calibrate.py``; they live in
+squares on relative error, refitted with the wrongly ranked cases weighted up
+until every benchmark shape picks within 10% of the fastest engine where that
+can be had) to timings of a grid of shapes, the benchmark's shapes among them,
+by ``benchmarks/calibrate.py``; they live in
 :mod:`multiconv._calibration` together with the machine they were measured on.
 There is one set per CPU vendor measured (:func:`cpu_profile`): the same wheels
 rank the engines differently on an Intel and an AMD CPU (PyTorch's float64
@@ -134,9 +136,12 @@ TORCH_TRAINING_FACTOR: Final = {
 }
 
 
-def training_factor(spec: ConvSpec, method: str) -> float:
-    """PyTorch: modelled forward + backward time over forward time of ``method`` (:data:`TORCH_TRAINING_FACTOR`)."""
-    narrow, wide = TORCH_TRAINING_FACTOR[cpu_profile()][method]
+def training_factor(spec: ConvSpec, method: str, profile: str | None = None) -> float:
+    """PyTorch: modelled forward + backward time over forward time of ``method`` (:data:`TORCH_TRAINING_FACTOR`).
+
+    ``profile``: the CPU profile whose factors to use (default :func:`cpu_profile`).
+    """
+    narrow, wide = TORCH_TRAINING_FACTOR[profile or cpu_profile()][method]
     return wide if _ITEM_SCALE[spec.dtype] > 1 else narrow
 
 

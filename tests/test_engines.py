@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
+import json
 import math
 import tracemalloc
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -150,6 +153,22 @@ def test_every_profile_models_every_engine_the_default_does() -> None:
     for profile, backends in _calibration.COEFFICIENTS.items():
         assert {b: set(m) for b, m in backends.items()} == {b: set(m) for b, m in default.items()}, profile
         assert set(_cost.TORCH_TRAINING_FACTOR[profile]) == set(backends["torch"]), profile
+
+
+@pytest.mark.parametrize("profile", list(_calibration.COEFFICIENTS))
+def test_the_calibration_is_the_fit_of_the_stored_timings(profile: str) -> None:
+    """``benchmarks/calibrate.py --fit-only`` on the timings in the repository writes the coefficients ``auto`` uses."""
+    pytest.importorskip("scipy", reason="benchmarks/calibrate.py fits with scipy.optimize.nnls")
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    spec = importlib.util.spec_from_file_location("calibrate", root / "calibrate.py")
+    assert spec is not None
+    assert spec.loader is not None
+    calibrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibrate)
+    for backend, stored in _calibration.COEFFICIENTS[profile].items():
+        rows = json.loads((root / "calibration" / profile / f"{backend}.json").read_text(encoding="utf-8"))["rows"]
+        fitted = calibrate.fit(backend, rows, profile)
+        assert {m: tuple(float(f"{c:.4g}") for c in values) for m, values in fitted.items()} == stored, backend
 
 
 @pytest.mark.usefixtures("fresh_profile")
