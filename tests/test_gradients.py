@@ -595,6 +595,39 @@ def test_jax_depthwise_shift_derivatives_are_adjoint_convolutions(case: ConvCase
     jax_test_util.check_grads(conv, tuple(args), order=2, modes=("fwd", "rev"))
 
 
+#: A dense per-sample case with a complex twin: ``shift``/``matmul`` products that broadcast nothing.
+DENSE_CASE = ConvCase(batch=3, groups=2, group_in=2, group_out=3, in_size=(7,), kernel=(3,), padding=1, bias_kind="per_sample")
+
+
+@needs_jax
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+@pytest.mark.parametrize("method", ["shift", "matmul", "fft"])
+@pytest.mark.parametrize("limit", [0, 2**62], ids=["plain-autodiff", "own-rule"])
+def test_jax_small_products_own_rule_and_plain_autodiff_agree_with_the_reference(
+    method: str, dtype: str, limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``_matmul``'s derivative rule (small products) and JAX's own transpose (larger ones): VJP, JVP, second order."""
+    from multiconv.backends import jax as jax_backend
+
+    monkeypatch.setattr(jax_backend, "SMALL_PRODUCT_MACS", limit)
+    jax.clear_caches()  # traces made under the other limit must not be reused
+    case = dataclasses.replace(DENSE_CASE, dtype=dtype)
+    arrays = case.arrays()
+    conv, args = jax_call(case, arrays, method)
+    cotangent = cotangent_for(case, arrays)
+    expected = list(reference_conv_vjp(*arrays, grad_y=cotangent, **case.kwargs()))
+    assert_grads_close(jax_vjp(case, arrays, cotangent, method), expected, "jit(vjp)")
+    rng = np.random.default_rng(case.seed + 3)
+    tangents = [random_like(a, rng) for a in arrays if a is not None]
+    _, pushed = jax.jvp(conv, tuple(args), tuple(jnp.asarray(t) for t in tangents))
+    dx, dw, dbias = tangents
+    x, w, _ = arrays
+    linear = reference_conv(dx, w, dbias, **case.kwargs()) + reference_conv(x, dw, **case.kwargs())
+    assert_float64_close(pushed, linear, "jvp")
+    jax_test_util.check_grads(conv, tuple(args), order=2, modes=("fwd", "rev"))
+    jax.clear_caches()
+
+
 @needs_torch
 @pytest.mark.parametrize("case", DEPTHWISE_CASES.values(), ids=DEPTHWISE_CASES.keys())
 def test_torch_depthwise_grouped_backward_is_adjoint_convolutions(case: ConvCase) -> None:
