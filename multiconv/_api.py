@@ -58,26 +58,31 @@ def _resolve(x: Any, w: Any, bias: Any, spatial_dims: int | None, arguments: tup
     repeated call skips validation and preparation; invalid calls are never cached.
     """
     kinds = tuple(map(type, arguments))
-    # Scalars key by value and type; sequences need a deep freeze.
-    frozen = arguments if _SEQUENCES.isdisjoint(kinds) else tuple(map(_freeze, arguments))
     known = _dispatch.SIGNATURE_OF
-    try:  # the hot path: array types seen before, a plan cached
+    try:  # the hot path: scalar arguments, array types seen before, a plan cached
         signatures = (known[type(x)](x), known[type(w)](w), None if bias is None else known[type(bias)](bias))
-        return _PLAN_CACHE[spatial_dims, kinds, frozen, signatures]
-    except KeyError:
-        cacheable = True
-    except TypeError:  # an unhashable argument: validate it the slow way, every time
-        cacheable = False
+        return _PLAN_CACHE[spatial_dims, kinds, arguments, signatures]
+    except (KeyError, TypeError):  # not cached, an array type not seen yet, or a list argument
+        pass
+    # Sequences key by their items' values and types (so a raw tuple or list never keys the cache).
+    frozen = arguments if _SEQUENCES.isdisjoint(kinds) else tuple(map(_freeze, arguments))
     signature = _dispatch.signature
     signatures = (signature(x), signature(w), None if bias is None else signature(bias))
     if None in signatures[:2] or (signatures[2] is None and bias is not None):
         return _plan(x, w, bias, spatial_dims, arguments)  # not arrays: validation says so
-    resolved = _plan(x, w, bias, spatial_dims, arguments)  # outside the except: its errors carry no context
+    key = (spatial_dims, kinds, frozen, signatures)
+    try:
+        cached, cacheable = _PLAN_CACHE.get(key), True
+    except TypeError:  # an unhashable argument: validate it the slow way, every time
+        cached, cacheable = None, False
+    if cached is not None:
+        return cached
+    resolved = _plan(x, w, bias, spatial_dims, arguments)  # outside any except: its errors carry no context
     if not cacheable:
         return resolved
     if len(_PLAN_CACHE) >= _PLAN_CACHE_SIZE:
         _PLAN_CACHE.clear()
-    _PLAN_CACHE[spatial_dims, kinds, frozen, signatures] = resolved
+    _PLAN_CACHE[key] = resolved
     return resolved
 
 
