@@ -334,6 +334,9 @@ def fit(backend: str, rows: list[dict[str, Any]], profile: str) -> dict[str, tup
     all rows (:func:`_inversions`, weighted as the fit); if none does, the plain fit
     (the first round of the first family).
     """
+    cost = importlib.import_module("multiconv._cost")
+    if profile not in cost.TORCH_TRAINING_FACTOR:  # a CPU measured for the first time: the default's factors
+        profile = cost.DEFAULT_PROFILE
     case_weights = _case_weights(rows)
     benchmark = np.array([not row["name"].startswith("grid") for row in rows])
     methods = list(rows[0]["times"])

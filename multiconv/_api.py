@@ -45,8 +45,8 @@ _PLAN_CACHE_SIZE = 1024
 def _freeze(value: object) -> Hashable:
     """A hashable stand-in for an argument; the type is kept so that ``True`` and ``1`` differ."""
     kind = type(value)
-    if kind is tuple or kind is list:
-        return (kind, tuple(map(_freeze, value)))  # type: ignore[call-overload]
+    if isinstance(value, (tuple, list)):  # subclasses (a namedtuple) too: their items compare by value
+        return (kind, tuple(map(_freeze, value)))
     return (kind, value)
 
 
@@ -65,7 +65,8 @@ def _resolve(x: Any, w: Any, bias: Any, spatial_dims: int | None, arguments: tup
     except (KeyError, TypeError):  # not cached, an array type not seen yet, or a list argument
         pass
     # Sequences key by their items' values and types (so a raw tuple or list never keys the cache).
-    frozen = arguments if _SEQUENCES.isdisjoint(kinds) else tuple(map(_freeze, arguments))
+    flat = _SEQUENCES.isdisjoint(kinds) and not any(issubclass(kind, (tuple, list)) for kind in kinds)
+    frozen = arguments if flat else tuple(map(_freeze, arguments))
     signature = _dispatch.signature
     signatures = (signature(x), signature(w), None if bias is None else signature(bias))
     if None in signatures[:2] or (signatures[2] is None and bias is not None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import importlib
 import inspect
 import subprocess
@@ -207,6 +208,15 @@ def test_cached_plans_do_not_accept_equal_values_of_another_type(name: str, vali
     multiconv.batch_conv(x, w, **{name: valid})  # cached now
     with pytest.raises(TypeError, match=name):
         multiconv.batch_conv(x, w, **{name: invalid})
+
+
+def test_cached_plans_tell_namedtuple_items_of_another_type_apart() -> None:
+    """A tuple subclass keys the cache by its items' types too: ``P(1)`` cached must not pass ``P(True)``."""
+    pair = collections.namedtuple("pair", "lo hi")  # noqa: PYI024  (a plain namedtuple is what users pass)
+    x, w = readme_arrays()
+    multiconv.batch_conv(x, w, padding=(pair(1, 1),))  # cached now
+    with pytest.raises(TypeError, match="padding"):
+        multiconv.batch_conv(x, w, padding=(pair(lo=1, hi=True),))
 
 
 def test_a_repeated_call_reuses_its_plan() -> None:

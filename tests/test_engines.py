@@ -155,20 +155,39 @@ def test_every_profile_models_every_engine_the_default_does() -> None:
         assert set(_cost.TORCH_TRAINING_FACTOR[profile]) == set(backends["torch"]), profile
 
 
-@pytest.mark.parametrize("profile", list(_calibration.COEFFICIENTS))
-def test_the_calibration_is_the_fit_of_the_stored_timings(profile: str) -> None:
-    """``benchmarks/calibrate.py --fit-only`` on the timings in the repository writes the coefficients ``auto`` uses."""
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def calibrate_script() -> Any:
+    """``benchmarks/calibrate.py`` as a module (it fits with scipy)."""
     pytest.importorskip("scipy", reason="benchmarks/calibrate.py fits with scipy.optimize.nnls")
-    root = Path(__file__).resolve().parents[1] / "benchmarks"
-    spec = importlib.util.spec_from_file_location("calibrate", root / "calibrate.py")
+    spec = importlib.util.spec_from_file_location("calibrate", BENCHMARKS / "calibrate.py")
     assert spec is not None
     assert spec.loader is not None
     calibrate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(calibrate)
+    return calibrate
+
+
+def stored_timings(profile: str, backend: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads((BENCHMARKS / "calibration" / profile / f"{backend}.json").read_text(encoding="utf-8"))["rows"]
+    return rows
+
+
+@pytest.mark.parametrize("profile", list(_calibration.COEFFICIENTS))
+def test_the_calibration_is_the_fit_of_the_stored_timings(profile: str) -> None:
+    """``benchmarks/calibrate.py --fit-only`` on the timings in the repository writes the coefficients ``auto`` uses."""
+    calibrate = calibrate_script()
     for backend, stored in _calibration.COEFFICIENTS[profile].items():
-        rows = json.loads((root / "calibration" / profile / f"{backend}.json").read_text(encoding="utf-8"))["rows"]
-        fitted = calibrate.fit(backend, rows, profile)
+        fitted = calibrate.fit(backend, stored_timings(profile, backend), profile)
         assert {m: tuple(float(f"{c:.4g}") for c in values) for m, values in fitted.items()} == stored, backend
+
+
+def test_calibrating_a_cpu_measured_for_the_first_time_uses_the_default_training_factors() -> None:
+    """A new vendor has no PyTorch training factors yet: the fit ranks training choices with the default profile's."""
+    calibrate = calibrate_script()
+    rows = stored_timings(_cost.DEFAULT_PROFILE, "torch")
+    assert calibrate.fit("torch", rows, "HygonGenuine") == calibrate.fit("torch", rows, _cost.DEFAULT_PROFILE)
 
 
 @pytest.mark.usefixtures("fresh_profile")
