@@ -37,7 +37,7 @@ class Plan:
 _DEFAULTS = ARGUMENT_DEFAULTS
 _NAMES = tuple(_DEFAULTS)
 
-_SEQUENCES = frozenset((tuple, list))
+_SEQUENCES = (tuple, list)
 _PLAN_CACHE: dict[Hashable, Plan] = {}
 _PLAN_CACHE_SIZE = 1024
 
@@ -45,7 +45,7 @@ _PLAN_CACHE_SIZE = 1024
 def _freeze(value: object) -> Hashable:
     """A hashable stand-in for an argument; the type is kept so that ``True`` and ``1`` differ."""
     kind = type(value)
-    if isinstance(value, (tuple, list)):  # subclasses (a namedtuple) too: their items compare by value
+    if isinstance(value, _SEQUENCES):  # subclasses (a namedtuple) too: their items compare by value
         return (kind, tuple(map(_freeze, value)))
     return (kind, value)
 
@@ -65,8 +65,8 @@ def _resolve(x: Any, w: Any, bias: Any, spatial_dims: int | None, arguments: tup
     except (KeyError, TypeError):  # not cached, an array type not seen yet, or a list argument
         pass
     # Sequences key by their items' values and types (so a raw tuple or list never keys the cache).
-    flat = _SEQUENCES.isdisjoint(kinds) and not any(issubclass(kind, (tuple, list)) for kind in kinds)
-    frozen = arguments if flat else tuple(map(_freeze, arguments))
+    nested = any(issubclass(kind, _SEQUENCES) for kind in kinds)  # tuple subclasses (a namedtuple) too
+    frozen = tuple(map(_freeze, arguments)) if nested else arguments
     signature = _dispatch.signature
     signatures = (signature(x), signature(w), None if bias is None else signature(bias))
     if None in signatures[:2] or (signatures[2] is None and bias is not None):

@@ -136,6 +136,11 @@ def _loop(spec: ConvSpec) -> Engine:
     return run
 
 
+def _sum(terms: list[jax.Array], like: jax.Array) -> jax.Array:
+    """The sum of a tangent's terms (zeros like ``like`` where every input's tangent is a symbolic zero)."""
+    return sum(terms[1:], terms[0]) if terms else jnp.zeros_like(like)
+
+
 #: :func:`_matmul`'s derivative rule is used for products of at most this many multiply-adds.
 SMALL_PRODUCT_MACS: Final = 2**18
 
@@ -171,7 +176,7 @@ def _matmul_tangent(primals: tuple[jax.Array, jax.Array], tangents: tuple[Any, A
     if not isinstance(db, zero):  # the cotangent of b: (a^T, copied) @ g
         a_t = lax.optimization_barrier(jnp.swapaxes(a, -1, -2))  # type: ignore[no-untyped-call]
         terms.append(jax.linear_transpose(lambda g: jnp.matmul(a_t, g, precision=highest), like)(db)[0])
-    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+    return y, _sum(terms, y)
 
 
 _matmul.defjvp(_matmul_tangent, symbolic_zeros=True)
@@ -295,7 +300,7 @@ def _shift(spec: ConvSpec) -> Engine:
         terms = [jax.linear_transpose(partial(input_cotangent, w), like)(dx)[0]] if not isinstance(dx, zero) else []
         if not isinstance(dw, zero):
             terms.append(jax.linear_transpose(partial(weight_cotangent, x), like)(dw)[0])
-        return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+        return y, _sum(terms, y)
 
     run.defjvp(tangent, symbolic_zeros=True)
     return run
@@ -369,7 +374,7 @@ def _tangent(spec: ConvSpec, primals: tuple[Any, ...], tangents: tuple[Any, ...]
         terms.append(_direct(other, dx, w, None if bias is None or isinstance(dbias, zero) else dbias))
     if not isinstance(dw, zero):
         terms.append(_direct(other, x, dw, None))
-    dy = sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+    dy = _sum(terms, y)
     return y, dy
 
 
