@@ -50,28 +50,27 @@ def _freeze(value: object) -> Hashable:
     return (kind, value)
 
 
+def _key(spatial_dims: int | None, arguments: tuple[Any, ...], signatures: tuple[Hashable, ...]) -> Hashable:
+    """The plan cache's key: the arguments with their types (so that ``True``, ``1`` and ``1.0`` differ)."""
+    return spatial_dims, tuple(map(type, arguments)), arguments, signatures
+
+
 def _resolve(x: Any, w: Any, bias: Any, spatial_dims: int | None, arguments: tuple[Any, ...]) -> Plan:
     """The plan of a call, from the cache when the arrays' signatures and the arguments were seen before.
 
     Plans are cached by the arrays' signatures (type, shape, dtype, device) and the
-    arguments (with their types, so that ``True``, ``1`` and ``1.0`` differ), so a
-    repeated call skips validation and preparation; invalid calls are never cached.
+    arguments (with their types), so a repeated call skips validation and preparation;
+    invalid calls are never cached.  The entry points look scalar arguments up
+    themselves first (:func:`_entry_point`); this is the rest.
     """
-    kinds = tuple(map(type, arguments))
-    known = _dispatch.SIGNATURE_OF
-    try:  # the hot path: scalar arguments, array types seen before, a plan cached
-        signatures = (known[type(x)](x), known[type(w)](w), None if bias is None else known[type(bias)](bias))
-        return _PLAN_CACHE[spatial_dims, kinds, arguments, signatures]
-    except (KeyError, TypeError):  # not cached, an array type not seen yet, or a list argument
-        pass
     # Sequences key by their items' values and types (so a raw tuple or list never keys the cache).
-    nested = any(issubclass(kind, _SEQUENCES) for kind in kinds)  # tuple subclasses (a namedtuple) too
+    nested = any(issubclass(type(value), _SEQUENCES) for value in arguments)  # tuple subclasses (a namedtuple) too
     frozen = tuple(map(_freeze, arguments)) if nested else arguments
     signature = _dispatch.signature
     signatures = (signature(x), signature(w), None if bias is None else signature(bias))
     if None in signatures[:2] or (signatures[2] is None and bias is not None):
         return _plan(x, w, bias, spatial_dims, arguments)  # not arrays: validation says so
-    key = (spatial_dims, kinds, frozen, signatures)
+    key = _key(spatial_dims, frozen, signatures)
     try:
         cached, cacheable = _PLAN_CACHE.get(key), True
     except TypeError:  # an unhashable argument: validate it the slow way, every time
@@ -188,6 +187,8 @@ class BatchConv(Protocol):
 
 
 def _entry_point(spatial_dims: int | None, name: str, doc: str) -> BatchConv:
+    known = _dispatch.SIGNATURE_OF
+
     def entry(
         x: ArrayT,
         w: Any,
@@ -209,7 +210,14 @@ def _entry_point(spatial_dims: int | None, name: str, doc: str) -> BatchConv:
             from multiconv.backends.torch import traced  # noqa: PLC0415  (a plain import: torch.compile traces it)
 
             return traced(x, w, bias, spatial_dims, arguments)  # type: ignore[arg-type,return-value]
-        return _resolve(x, w, bias, spatial_dims, arguments).run(x, w, bias)  # type: ignore[no-any-return]
+        try:  # the hot path, inlined (each call level costs): scalar arguments, known array types, a cached plan
+            signatures = (known[type(x)](x), known[type(w)](w), None if bias is None else known[type(bias)](bias))
+            run = _PLAN_CACHE[spatial_dims, tuple(map(type, arguments)), arguments, signatures].run  # _key's key
+        except (KeyError, TypeError):  # not cached, an array type not seen yet, or a list argument
+            run = None
+        if run is None:  # planned outside the except: validation errors carry no context
+            run = _resolve(x, w, bias, spatial_dims, arguments).run
+        return run(x, w, bias)  # type: ignore[no-any-return]
 
     entry.__name__ = entry.__qualname__ = name
     entry.__doc__ = doc

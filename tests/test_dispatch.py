@@ -219,6 +219,19 @@ def test_cached_plans_tell_namedtuple_items_of_another_type_apart() -> None:
         multiconv.batch_conv(x, w, padding=(pair(lo=1, hi=True),))
 
 
+def test_a_repeated_call_finds_its_plan_without_planning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entry points' own lookup and the planner's key plans alike: a second call never plans again."""
+    x, w = readme_arrays()
+    multiconv.batch_conv(x, w, stride=1, flip=False)
+    first = _api.plan(x, w, stride=1, flip=False)
+
+    def planned(*args: object) -> None:
+        raise AssertionError(f"planned again: {args}")
+
+    monkeypatch.setattr(_api, "_resolve", planned)
+    assert np.array_equal(multiconv.batch_conv(x, w, stride=1, flip=False), first.run(x, w, None))
+
+
 def test_a_repeated_call_reuses_its_plan() -> None:
     x, w = readme_arrays()
     multiconv.batch_conv(x, w, padding=[0])
