@@ -59,9 +59,14 @@ one and lets a NaN or Inf spread over its whole block, so ``auto`` picks it only
 when the kernel is long enough to pay, in practice 64 taps or more on a CPU; name
 another ``method`` to avoid it altogether), and JAX's ``shift`` only for depthwise
 convolutions or kernels of at most :data:`JAX_SHIFT_MAX_TAPS` taps (XLA compiles one
-dot per tap); JAX's ``loop`` only without groups and up to :data:`JAX_LOOP_MAX_BATCH`
+dot per tap); JAX's ``loop`` only without groups, up to :data:`JAX_LOOP_MAX_BATCH`
 samples (one compiled convolution per sample: its compile time grows with the
-batch); JAX's
+batch) and, with per-sample weights, from :data:`JAX_LOOP_MIN_SAMPLE_MACS`
+multiply-adds per sample (each per-sample convolution cost XLA 12 to 40 us on the AMD
+CPU whatever its size: 256 samples of 2 channels, 1024 positions and 5 taps took 10.5 ms
+against 1.0 for ``matmul``; of the 11 calibration shapes below 2^15 multiply-adds per
+sample, ``loop`` was the fastest on one, by 3%, on the AMD CPU and on none on the Intel
+one, and up to 41 times slower); JAX's
 ``vmap`` never on a CPU (XLA's grouped convolution, which ``vmap`` of a convolution
 becomes, was fastest on 1 of 78 calibration shapes on the Intel CPU and 4 of 78 on
 the AMD one, and up to 25 and 28 times slower than the best engine in float64).
@@ -97,6 +102,9 @@ JAX_SHIFT_MAX_TAPS: Final = 32
 JAX_LOOP_TANGENT_MAX_BATCH: Final = 16
 #: JAX's ``loop`` compiles one convolution per sample: beyond this batch it is not considered.
 JAX_LOOP_MAX_BATCH: Final = 256
+#: Nor for samples of fewer multiply-adds than this: each per-sample convolution costs XLA's CPU
+#: runtime tens of microseconds whatever its size.
+JAX_LOOP_MIN_SAMPLE_MACS: Final = 2**15
 
 
 #: The calibration a CPU of an unmeasured vendor uses.
@@ -223,7 +231,9 @@ def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
     if method == "shift" and backend == "jax":
         return spec.group_in_channels == 1 or taps <= JAX_SHIFT_MAX_TAPS
     if method == "loop":  # ungrouped only: each sample's convolution must avoid XLA's grouped path
-        return spec.batch <= JAX_LOOP_MAX_BATCH and spec.groups == 1
+        sample_macs = spec.out_channels * spec.in_channels * taps * math.prod(spec.out_size)
+        small = spec.per_sample_weight and sample_macs < JAX_LOOP_MIN_SAMPLE_MACS
+        return spec.batch <= JAX_LOOP_MAX_BATCH and spec.groups == 1 and not small
     # XLA's CPU grouped convolution (what vmap of a convolution becomes) was the fastest
     # engine on 1 of 78 calibration shapes, and up to 25x slower in float64: never auto on CPU.
     return not (backend == "jax" and method == "vmap")

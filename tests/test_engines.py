@@ -220,6 +220,20 @@ def test_workspace_limit_is_validated(bad: object) -> None:
 
 
 @pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
+def test_jax_auto_leaves_loop_to_samples_of_real_work() -> None:
+    """One XLA convolution per sample costs tens of microseconds however small: ``loop`` needs 2^15 multiply-adds a sample."""
+    jnp = importlib.import_module("jax.numpy")
+    # 256 samples of 2 channels, 1024 positions, 5 taps: 20480 multiply-adds each (measured: loop 10.5 ms, matmul 1.0)
+    small = _api.plan(jnp.zeros((256, 2, 1024), np.float32), jnp.zeros((256, 2, 2, 5), np.float32), padding="same").spec
+    assert not _cost.eligible("jax", small, "loop")
+    assert small.method != "loop"
+    assert small.tangent_method != "loop"
+    assert _cost.eligible("jax", dataclasses.replace(small, out_channels=4), "loop")  # 40960 multiply-adds a sample
+    assert _cost.eligible("jax", dataclasses.replace(small, weight_kind="shared"), "loop")  # one convolution of the batch
+    assert not _cost.eligible("jax", dataclasses.replace(small, out_channels=4, batch=257), "loop")
+
+
+@pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
 def test_jax_auto_is_differentiated_through_an_engine_with_fast_transposes() -> None:
     """auto's JAX derivatives go through ``shift``/``loop`` where XLA transposes its forward engine slowly."""
     import jax
