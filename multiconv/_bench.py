@@ -484,7 +484,7 @@ class Framework:
     peak_memory: Callable[[Callable[[Any, Any], Any], Any, Any], tuple[int | None, str]]
     dtype_context: Callable[[str], contextlib.AbstractContextManager[object]]
     details: dict[str, Any]
-    #: ``train(fn)``: forward and backward (the gradients for x and w of ``sum(y * g)``), or None without autodiff.
+    #: ``train(fn, g)``: a training step, forward and backward: ``(y, grad_x, grad_w)`` of ``sum(y * g)``; None without autodiff.
     train: Callable[[Callable[[Any, Any], Any], Any], Callable[[Any, Any], Any]] | None = None
 
 
@@ -581,7 +581,8 @@ def _torch_framework() -> Framework:
     def train(fn: Callable[[Any, Any], Any], cotangent: Any) -> Callable[[Any, Any], Any]:
         def step(x: Any, w: Any) -> Any:
             x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
-            return torch.autograd.grad(fn(x, w), (x, w), cotangent)
+            y = fn(x, w)
+            return (y.detach(), *torch.autograd.grad(y, (x, w), cotangent))
 
         return step
 
@@ -651,9 +652,15 @@ def _jax_framework() -> Framework:
     def train(fn: Callable[[Any, Any], Any], cotangent: Any) -> Callable[[Any, Any], Any]:
         # The cotangent is an argument, as in a training step where it comes from the loss: closed
         # over, it is a literal of the compiled program, which XLA fuses differently (the depthwise
-        # shape's backward measured 1.0 ms that way against 0.57 ms).
-        pullback = jax.jit(lambda x, w, g: jax.vjp(fn, x, w)[1](g))
-        return lambda x, w: pullback(x, w, cotangent)
+        # shape's backward measured 1.0 ms that way against 0.57 ms).  The output is returned with
+        # the gradients, as a step needs it for its loss: the gradients of a bilinear map do not use
+        # it, so without it XLA drops the forward and times the backward alone.
+        def step(x: Any, w: Any, g: Any) -> Any:
+            y, pullback = jax.vjp(fn, x, w)
+            return (y, *pullback(g))
+
+        compiled = jax.jit(step)
+        return lambda x, w: compiled(x, w, cotangent)
 
     return Framework(
         name="jax",
@@ -785,7 +792,7 @@ def _short(error: BaseException) -> str:
 def _prepare(
     trial: _Trial, fw: Framework, *, x: Any, w: Any, ref: np.ndarray | tuple[np.ndarray, ...], case: Case, settings: Settings
 ) -> None:
-    """Check ``trial``'s candidate against the reference (a tuple: the gradients), then calibrate its block and measure memory."""
+    """Check the candidate against the reference (a tuple: output and gradients), then calibrate its block and measure memory."""
     fn = trial.candidate.fn
     if fn is None:
         trial.status, trial.note = "n/a", trial.candidate.reason
@@ -952,12 +959,12 @@ def _measure_case(
     gemm_gflops = gemm_flop / min(gemm_samples) / 1e9 if gemm_samples else None
     training_rows = []
     if fw.train is not None:
-        # The gradients of sum(y * g) for x and w, checked against the independent reference VJP.
+        # The output and the gradients of sum(y * g) for x and w, checked against the reference and its independent VJP.
         g_np = np.random.default_rng(index + 1000).standard_normal(ref.shape).astype(case.dtype)
         grad_x, grad_w, _ = reference_conv_vjp(x_np, w_np, grad_y=g_np, **case.conv_kwargs)
         cotangent, train = fw.convert(g_np), fw.train
         training = [_Trial(dataclasses.replace(c, fn=None if c.fn is None else train(c.fn, cotangent))) for c in candidates]
-        measure(training, (grad_x, grad_w), f"{label} training")
+        measure(training, (ref, grad_x, grad_w), f"{label} training")
         # %GEMM of a training step counts the three convolutions' worth of work it does.
         training_rows = [_row(t, case, geo, auto_method, gemm_gflops and gemm_gflops / 3) for t in training]
     shape_info = {

@@ -7,12 +7,15 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
 from support import BACKENDS
 
+import multiconv
 from multiconv import _bench
 from multiconv._dispatch import load
 from multiconv.cli import main
+from multiconv.testing import reference_conv, reference_conv_vjp
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -217,3 +220,19 @@ def test_cli_bench_numpy_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_bench_usage_errors_return_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     assert "bench" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", [b for b in BACKENDS if b != "numpy"])
+def test_a_training_step_computes_the_output_with_the_gradients(name: str) -> None:
+    """A step returns ``y`` with the gradients: a bilinear map's gradients do not use ``y``, and a
+    compiled step that dropped it (XLA removes unused work) would time the backward alone."""
+    fw = _bench._FRAMEWORKS[name]()
+    rng = np.random.default_rng(3)
+    x_np, w_np = rng.standard_normal((3, 2, 9)).astype(np.float32), rng.standard_normal((3, 4, 2, 3)).astype(np.float32)
+    g_np = rng.standard_normal((3, 4, 7)).astype(np.float32)
+    step = fw.train(multiconv.batch_conv, fw.convert(g_np))  # type: ignore[misc]
+    got = step(fw.convert(x_np), fw.convert(w_np))
+    want = (reference_conv(x_np, w_np), *reference_conv_vjp(x_np, w_np, grad_y=g_np)[:2])
+    assert len(got) == 3
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(fw.to_numpy(a), b, rtol=1e-4, atol=1e-4)
