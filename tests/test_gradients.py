@@ -628,6 +628,45 @@ def test_jax_small_products_own_rule_and_plain_autodiff_agree_with_the_reference
     jax.clear_caches()
 
 
+@needs_jax
+@pytest.mark.parametrize(
+    ("shape", "sizes", "steps", "dilation"),
+    [
+        ((2, 3, 17), (4,), (1,), (1,)),  # im2col at stride 1: one strided slice per tap
+        ((2, 3, 17), (3,), (2,), (3,)),  # stride and dilation
+        ((2, 3, 40), (12,), (9,), (1,)),  # overlap-save blocks: rows of 9, two per block
+        ((2, 3, 40), (5,), (7,), (1,)),  # frames shorter than their step (items skipped)
+        ((1, 2, 9, 11), (3, 4), (2, 3), (1, 2)),  # 2-D
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+def test_jax_windows_are_differentiated_through_slices(
+    shape: tuple[int, ...], sizes: tuple[int, ...], steps: tuple[int, ...], dilation: tuple[int, ...], dtype: str
+) -> None:
+    """``_gathered_windows``' own rule (slices) gives the gather's own derivatives: JVP, VJP, second order."""
+    from multiconv.backends import jax as jax_backend
+
+    rng = np.random.default_rng(len(shape) + sum(sizes))
+
+    def gathered(a: Any) -> Any:
+        return jax_backend._windows(a, sizes, steps, dilation, gather=True)
+
+    def own(a: Any) -> Any:
+        return jax_backend._gathered_windows(a, sizes, steps, dilation)
+
+    with jax.enable_x64(True):  # noqa: FBT003
+        x = jnp.asarray(random_like(np.zeros(shape, dtype), rng))
+        dx = jnp.asarray(random_like(np.zeros(shape, dtype), rng))
+        assert x.dtype == dtype
+        y, pushed = jax.jvp(own, (x,), (dx,))
+        want_y, want_pushed = jax.jvp(gathered, (x,), (dx,))
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(want_y))
+        np.testing.assert_array_equal(np.asarray(pushed), np.asarray(want_pushed))
+        g = jnp.asarray(random_like(np.zeros(y.shape, dtype), rng))
+        np.testing.assert_allclose(np.asarray(jax.vjp(own, x)[1](g)[0]), np.asarray(jax.vjp(gathered, x)[1](g)[0]), rtol=1e-14, atol=1e-14)
+        jax_test_util.check_grads(own, (x,), order=2, modes=("fwd", "rev"))
+
+
 @needs_torch
 @pytest.mark.parametrize("case", DEPTHWISE_CASES.values(), ids=DEPTHWISE_CASES.keys())
 def test_torch_depthwise_grouped_backward_is_adjoint_convolutions(case: ConvCase) -> None:
