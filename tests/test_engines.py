@@ -310,3 +310,33 @@ def test_jax_chunks_only_a_batch_whose_workspace_is_large() -> None:
     assert chunk(16)[0] == 16  # 12 MiB: one chunk
     size, per_sample = chunk(64)  # 48 MiB: chunks of about SEQUENTIAL_CHUNK_TARGET
     assert size == jax_backend.SEQUENTIAL_CHUNK_TARGET // per_sample < 64
+
+
+@pytest.mark.skipif("torch" not in BACKENDS, reason="PyTorch backend not requested")
+@pytest.mark.parametrize(
+    ("kernel", "padding", "pads_first"),
+    [
+        ((15,), 7, True),  # "same" of an odd kernel: 4.7 against 0.54 ms through multiconv, 32 x 256 channels, L 64
+        ((16,), 4, False),
+        ((3,), 3, True),
+        ((3,), 1, False),
+        ((3, 16), (1, 7), True),
+        ((16, 3), (7, 0), False),
+        ((3, 3), (3, 0), True),
+        ((3, 3, 3), 3, False),  # the 3-D kernel keeps its speed
+    ],
+)
+def test_torch_depthwise_fold_pads_the_input_where_its_convolution_would_be_slow(
+    kernel: tuple[int, ...], padding: int | tuple[int, ...], pads_first: bool
+) -> None:
+    """``grouped`` pads the input itself where PyTorch's depthwise convolution would leave its fast kernel."""
+    from multiconv.backends import torch as torch_backend
+
+    rng = np.random.default_rng(len(kernel))
+    size = tuple(2 * k + 3 for k in kernel)
+    x = as_backend(rng.standard_normal((2, 3, *size)), "torch", "float32")
+    w = as_backend(rng.standard_normal((2, 3, 1, *kernel)), "torch", "float32")
+    spec = _api.plan(x, w, groups=3, padding=padding, method="grouped").spec
+    assert torch_backend._pads_depthwise_input(spec) is pads_first
+    assert not torch_backend._pads_depthwise_input(dataclasses.replace(spec, out_channels=6))  # two outputs a group: fast
+    assert_matches_reference(multiconv.batch_conv(x, w, groups=3, padding=padding, method="grouped"), x, w, groups=3, padding=padding)

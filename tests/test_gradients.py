@@ -560,6 +560,8 @@ DEPTHWISE_CASES = {
         dtype="complex128",
     ),
     "many-positions": ConvCase(batch=2, groups=2, group_in=1, group_out=2, in_size=(300,), kernel=(5,), padding="same"),
+    # zero padding as large as the kernel: the torch engine pads the input itself (its convolution's padding is slow)
+    "padding-beyond-the-kernel": ConvCase(batch=2, groups=3, group_in=1, group_out=1, in_size=(6,), kernel=(3,), padding=4),
     "many-positions-2d-stride-dilation": ConvCase(
         batch=2, groups=2, group_in=1, group_out=1, in_size=(40, 31), kernel=(3, 2), stride=(1, 2), dilation=(2, 1), padding=1
     ),
