@@ -178,9 +178,15 @@ def batch_chunk(spec: ConvSpec, method: str, itemsize: int) -> int:
     return max(1, min(spec.batch, budget // per_sample, indexable))
 
 
-def batch_slices(spec: ConvSpec, method: str, itemsize: int) -> Iterator[slice]:
-    """Consecutive batch slices, each within the workspace limit."""
-    chunk = batch_chunk(spec, method, itemsize)
+def aimed_chunk(spec: ConvSpec, method: str, itemsize: int, target: int) -> int:
+    """:func:`batch_chunk`, smaller where a backend's engine runs faster on chunks of about ``target`` bytes of workspace."""
+    per_sample = max(workspace_elements(spec, method, 1) * itemsize, 1)
+    return max(1, min(batch_chunk(spec, method, itemsize), target // per_sample))
+
+
+def batch_slices(spec: ConvSpec, method: str, itemsize: int, chunk: int | None = None) -> Iterator[slice]:
+    """Consecutive batch slices of ``chunk`` samples (default: :func:`batch_chunk`'s), each within the workspace limit."""
+    chunk = batch_chunk(spec, method, itemsize) if chunk is None else chunk
     for start in range(0, max(spec.batch, 1), chunk):
         yield slice(start, min(start + chunk, spec.batch))
 

@@ -92,6 +92,39 @@ def test_numpy_scratch_memory_stays_under_the_limit(method: str) -> None:
     assert peak - output - chunk_output - padded_chunk <= 2 * limit
 
 
+@pytest.mark.skipif("numpy" not in BACKENDS, reason="NumPy backend not requested")
+@pytest.mark.parametrize("method", ["einsum", "shift", "matmul", "fft"])
+def test_numpy_window_engines_work_on_cache_sized_chunks(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """im2col, shifted products and einsum see chunks of about 4 MiB of workspace; fft the shared 32 MiB."""
+    from multiconv.backends import numpy as numpy_backend
+
+    seen: list[int] = []
+    build = numpy_backend.METHODS[method]
+
+    def counting(spec: Any) -> Any:
+        engine = build(spec)
+
+        def run(x: Any, w: Any) -> Any:
+            seen.append(x.shape[0])
+            return engine(x, w)
+
+        return run
+
+    monkeypatch.setitem(numpy_backend.METHODS, method, counting)  # type: ignore[index]
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((256, 16, 256)).astype(np.float32)  # the benchmark's "many" shape
+    w = rng.standard_normal((256, 16, 16, 7)).astype(np.float32)
+    limit = 2**28 - 4096  # a spec of its own: no engine cached by another test
+    y = multiconv.batch_conv(x, w, method=method, workspace_limit=limit)
+    assert_matches_reference(y, x, w)
+    spec = _api.plan(x, w, method=method, workspace_limit=limit).spec
+    per_sample = _algorithms.workspace_elements(spec, method, 1) * 4
+    target = _algorithms.CHUNK_TARGET if method == "fft" else numpy_backend.CACHE_CHUNK_TARGET
+    assert sum(seen) == 256
+    assert seen[0] == min(256, target // per_sample)
+    assert (len(seen) > 1) is (method != "fft")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_auto_avoids_engines_whose_sample_does_not_fit(backend: str) -> None:
     x = as_backend(np.ones((2, 64, 4096), np.float32), backend)

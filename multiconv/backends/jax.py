@@ -19,7 +19,7 @@ import numpy as np
 from jax import lax
 
 from multiconv import _engines
-from multiconv._algorithms import DIRECT_ENGINES, batch_chunk, depthwise_adjoints, kernel_taps, workspace_elements
+from multiconv._algorithms import DIRECT_ENGINES, aimed_chunk, batch_chunk, depthwise_adjoints, kernel_taps
 from multiconv._cost import choose, choose_tangent
 from multiconv._engines import index, window_counts
 from multiconv._spec import HALF_DTYPES, ArrayInfo
@@ -469,10 +469,7 @@ def chunk_size(spec: ConvSpec, itemsize: int) -> int:
     one chunk was fastest.
     """
     chunk = batch_chunk(spec, spec.method, itemsize)
-    if chunk >= spec.batch:
-        return chunk
-    per_sample = max(workspace_elements(spec, spec.method, 1) * itemsize, 1)
-    return max(1, min(chunk, SEQUENTIAL_CHUNK_TARGET // per_sample))
+    return chunk if chunk >= spec.batch else aimed_chunk(spec, spec.method, itemsize, SEQUENTIAL_CHUNK_TARGET)
 
 
 def _in_chunks(run: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, w: jax.Array, chunk: int, *, per_sample: bool) -> jax.Array:
