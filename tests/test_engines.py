@@ -110,7 +110,7 @@ def test_numpy_window_engines_work_on_cache_sized_chunks(monkeypatch: pytest.Mon
 
         return run
 
-    monkeypatch.setitem(numpy_backend.METHODS, method, counting)  # type: ignore[index]
+    monkeypatch.setitem(numpy_backend.METHODS, method, counting)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((256, 16, 256)).astype(np.float32)  # the benchmark's "many" shape
     w = rng.standard_normal((256, 16, 16, 7)).astype(np.float32)
