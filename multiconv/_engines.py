@@ -164,15 +164,23 @@ def im2col(ops: Ops, spec: ConvSpec) -> Callable[[Any], Any]:
     return columns
 
 
+def columns_weight(spec: ConvSpec) -> Callable[[Any], Any]:
+    """``weight(w)``: ``w`` as the stack of ``(C_out // groups, C_in // groups * taps)`` matrices that multiply :func:`im2col`'s buffer."""
+    n, rows = spec.ndim, spec.group_in_channels * math.prod(spec.kernel)
+
+    def weight(w: Any) -> Any:
+        grouped = group_weight(spec, w)
+        return grouped.reshape(*grouped.shape[: -1 - n], rows)
+
+    return weight
+
+
 def columns_product(ops: Ops, spec: ConvSpec) -> Callable[[Any, Any], Any]:
     """``product(w, columns)``: the :func:`matmul` engine's one batched matmul of the weight with :func:`im2col`'s buffer."""
-    n, rows = spec.ndim, spec.group_in_channels * math.prod(spec.kernel)
-    out_tail = (spec.out_channels, *spec.out_size)
+    weight, out_tail = columns_weight(spec), (spec.out_channels, *spec.out_size)
 
     def product(w: Any, columns: Any) -> Any:
-        weight = group_weight(spec, w)
-        weight = weight.reshape(*weight.shape[: -1 - n], rows)
-        return ops.matmul(weight, columns).reshape(columns.shape[0], *out_tail)
+        return ops.matmul(weight(w), columns).reshape(columns.shape[0], *out_tail)
 
     return product
 

@@ -6,6 +6,7 @@ engines' array conventions are those of :mod:`multiconv._engines`.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Final
 
@@ -179,7 +180,19 @@ def _batched(spec: ConvSpec, compute: np.dtype) -> Engine:
             y[part] = engine(pad(x[part]), w[part] if per_sample else w)
         return y
 
-    return chunked
+    if method != "matmul":
+        return chunked
+    columns, weight = _engines.im2col(OPS, spec), _engines.columns_weight(spec)
+    grouped_tail = (spec.groups, spec.group_out_channels, math.prod(spec.out_size))
+
+    def chunked_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:  # each chunk's matmul writes in place
+        y = np.empty(out_shape, compute)
+        for part in chunks:
+            block = columns(pad(x[part]))
+            np.matmul(weight(w[part] if per_sample else w), block, out=y[part].reshape((block.shape[0], *grouped_tail)))
+        return y
+
+    return chunked_matmul
 
 
 def _aligned(a: np.ndarray) -> np.ndarray:
