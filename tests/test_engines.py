@@ -377,4 +377,5 @@ def test_torch_depthwise_fold_pads_the_input_where_its_convolution_would_be_slow
     spec = _api.plan(x, w, groups=3, padding=padding, method="grouped").spec
     assert torch_backend._pads_depthwise_input(spec) is pads_first
     assert not torch_backend._pads_depthwise_input(dataclasses.replace(spec, out_channels=6))  # two outputs a group: fast
+    assert not torch_backend._pads_depthwise_input(dataclasses.replace(spec, dtype="float64"))  # its float64 kernel keeps its speed
     assert_matches_reference(multiconv.batch_conv(x, w, groups=3, padding=padding, method="grouped"), x, w, groups=3, padding=padding)

@@ -110,7 +110,9 @@ _SLOW_PADDING_DIMS: Final = (1, 2)
 
 def _pads_depthwise_input(spec: ConvSpec) -> bool:
     """Whether ``grouped`` pads the input itself because the convolution's padding would be slow (see above)."""
-    if spec.group_in_channels != 1 or spec.group_out_channels != 1 or spec.ndim not in _SLOW_PADDING_DIMS or _on_accelerator(spec):
+    if spec.group_in_channels != 1 or spec.group_out_channels != 1 or spec.ndim not in _SLOW_PADDING_DIMS:
+        return False
+    if spec.dtype != "float32" or _on_accelerator(spec):
         return False
     last = spec.ndim - 1
     return any(
