@@ -174,25 +174,25 @@ def _batched(spec: ConvSpec, compute: np.dtype) -> Engine:
     chunks = tuple(batch_slices(spec, method, itemsize, chunk)) if spec.batch else ()
     out_shape = (spec.batch, spec.out_channels, *spec.out_size)
 
+    if method == "matmul":  # each chunk's matmul writes its part of the result in place
+        columns, weight = _engines.im2col(OPS, spec), _engines.columns_weight(spec)
+        grouped_tail = (spec.groups, spec.group_out_channels, math.prod(spec.out_size))
+
+        def fill(out: np.ndarray, x: np.ndarray, w: np.ndarray) -> None:
+            np.matmul(weight(w), columns(x), out=out.reshape((out.shape[0], *grouped_tail)))
+
+    else:
+
+        def fill(out: np.ndarray, x: np.ndarray, w: np.ndarray) -> None:
+            out[...] = engine(x, w)
+
     def chunked(x: np.ndarray, w: np.ndarray) -> np.ndarray:
         y = np.empty(out_shape, compute)  # every chunk writes its part (np.zeros cost 3-6 ms for 17 MB)
         for part in chunks:
-            y[part] = engine(pad(x[part]), w[part] if per_sample else w)
+            fill(y[part], pad(x[part]), w[part] if per_sample else w)
         return y
 
-    if method != "matmul":
-        return chunked
-    columns, weight = _engines.im2col(OPS, spec), _engines.columns_weight(spec)
-    grouped_tail = (spec.groups, spec.group_out_channels, math.prod(spec.out_size))
-
-    def chunked_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:  # each chunk's matmul writes in place
-        y = np.empty(out_shape, compute)
-        for part in chunks:
-            block = columns(pad(x[part]))
-            np.matmul(weight(w[part] if per_sample else w), block, out=y[part].reshape((block.shape[0], *grouped_tail)))
-        return y
-
-    return chunked_matmul
+    return chunked
 
 
 def _aligned(a: np.ndarray) -> np.ndarray:
