@@ -6,7 +6,7 @@ from typing import Final
 
 #: profile -> where and with what its timings were measured.
 MACHINES: Final[dict[str, str]] = {
-    "GenuineIntel": "Intel(R) Xeon(R) Processor (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2, 2026-12-02",
+    "GenuineIntel": "Intel(R) Xeon(R) Processor (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2, 2026-12-05",
     "AuthenticAMD": "AMD EPYC (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2, 2026-12-03",
 }
 
@@ -14,10 +14,10 @@ MACHINES: Final[dict[str, str]] = {
 COEFFICIENTS: Final[dict[str, dict[str, dict[str, tuple[float, ...]]]]] = {
     "GenuineIntel": {
         "numpy": {
-            "einsum": (7.857e-05, 0, 0, 5.831e-12, 4.097e-10, 1.784e-09, 0, 0, 0),
-            "shift": (9.484e-06, 1.159e-06, 0, 5.129e-12, 4.448e-10, 0, 5.797e-10, 0, 0),
-            "matmul": (1.94e-05, 9.338e-06, 0, 4.025e-12, 4.226e-10, 5.411e-10, 0, 0, 0),
-            "fft": (0, 0, 0, 1.128e-12, 3.51e-09, 0, 0, 2.163e-10, 0),
+            "einsum": (3.996e-05, 0, 0, 5.042e-12, 5.207e-10, 0, 0, 0, 0),
+            "shift": (1.905e-06, 8.675e-07, 0, 4.001e-12, 4.924e-10, 5.74e-11, 6.071e-10, 0, 0),
+            "matmul": (0, 1.116e-05, 0, 3.497e-12, 4.06e-10, 0, 0, 0, 0),
+            "fft": (0, 0, 0, 7.925e-13, 1.826e-09, 0, 0, 3.754e-10, 0),
         },
         "torch": {
             "grouped": (0.0001032, 0, 0, 2.3e-12, 0, 1.299e-09, 0, 0, 2.776e-10),
