@@ -242,24 +242,27 @@ def test_a_repeated_call_reuses_its_plan() -> None:
 
 @needs_torch
 def test_torch_auto_chooses_for_training_when_autograd_records(monkeypatch: pytest.MonkeyPatch) -> None:
-    """float64, 64 -> 64 channels, L 1024, K 3: ``matmul`` forward; training weighs each engine by its factor.
+    """float64, 64 -> 64 channels, L 1024, K 3: training weighs each engine's forward estimate by its factor.
 
-    A factor that made ``matmul`` train at three times the others' cost sends training to the fold.
+    Whichever engine the calibration picks for the forward, a training factor that made it
+    train at a hundred times the cost of the others sends training to another engine.
     """
     torch = importlib.import_module("torch")
-    monkeypatch.setattr(_cost, "cpu_profile", lambda: _cost.DEFAULT_PROFILE)  # the matmul forward is this profile's
-    factors = _cost.TORCH_TRAINING_FACTOR[_cost.DEFAULT_PROFILE]
-    patched = {**factors, "matmul": tuple(3 * f for f in factors["grouped"])}
-    monkeypatch.setitem(_cost.TORCH_TRAINING_FACTOR, _cost.DEFAULT_PROFILE, patched)
     monkeypatch.setattr(_api, "_PLAN_CACHE", {})  # plans made under the patched factors stay here
     x = torch.zeros(64, 64, 1024, dtype=torch.float64)
     w = torch.zeros(64, 64, 64, 3, dtype=torch.float64)
-    assert _api.plan(x, w, padding="same").spec.method == "matmul"
+    forward = _api.plan(x, w, padding="same").spec.method
+    factors = _cost.TORCH_TRAINING_FACTOR[_cost.cpu_profile()]
+    patched = {**factors, forward: tuple(100 * f for f in factors[forward])}
+    monkeypatch.setitem(_cost.TORCH_TRAINING_FACTOR, _cost.cpu_profile(), patched)
+    monkeypatch.setattr(_api, "_PLAN_CACHE", {})
+    assert _api.plan(x, w, padding="same").spec.method == forward
     trained = _api.plan(x.requires_grad_(), w, padding="same").spec
-    assert (trained.method, trained.training) == ("grouped", True)
+    assert trained.training
+    assert trained.method != forward
     with torch.no_grad():  # nothing is recorded: the forward choice again
-        assert _api.plan(x, w, padding="same").spec.method == "matmul"
-    assert _api.plan(x.detach(), w.requires_grad_(), padding="same").spec.method == "grouped"
+        assert _api.plan(x, w, padding="same").spec.method == forward
+    assert _api.plan(x.detach(), w.requires_grad_(), padding="same").spec.method == trained.method
     y = multiconv.batch_conv(x, w, padding="same")
     y.sum().backward()
     assert x.grad is not None
