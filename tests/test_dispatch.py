@@ -189,6 +189,8 @@ def test_plan_defaults_match_the_entry_points() -> None:
     for entry in (multiconv.batch_conv, multiconv.batch_conv1d, multiconv.batch_conv2d, multiconv.batch_conv3d):
         keyword_only = [p for p in inspect.signature(entry).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
         assert [(p.name, p.default) for p in keyword_only] == list(_api._DEFAULTS.items())
+        # the very objects: a call that gives no argument is recognised by identity
+        assert all(p.default is _api._DEFAULTS[p.name] for p in keyword_only)
 
 
 @pytest.mark.parametrize(
@@ -219,17 +221,33 @@ def test_cached_plans_tell_namedtuple_items_of_another_type_apart() -> None:
         multiconv.batch_conv(x, w, padding=(pair(lo=1, hi=True),))
 
 
-def test_a_repeated_call_finds_its_plan_without_planning(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "arguments",
+    [{}, {"stride": 1, "flip": False}, {"padding": "valid", "method": "auto"}],
+    ids=["none", "defaults-given", "others"],
+)
+def test_a_repeated_call_finds_its_plan_without_planning(monkeypatch: pytest.MonkeyPatch, arguments: dict[str, Any]) -> None:
     """The entry points' own lookup and the planner's key plans alike: a second call never plans again."""
     x, w = readme_arrays()
-    multiconv.batch_conv(x, w, stride=1, flip=False)
-    first = _api.plan(x, w, stride=1, flip=False)
+    multiconv.batch_conv(x, w, **arguments)
+    first = _api.plan(x, w, **arguments)
 
     def planned(*args: object) -> None:
         raise AssertionError(f"planned again: {args}")
 
     monkeypatch.setattr(_api, "_resolve", planned)
-    assert np.array_equal(multiconv.batch_conv(x, w, stride=1, flip=False), first.run(x, w, None))
+    assert np.array_equal(multiconv.batch_conv(x, w, **arguments), first.run(x, w, None))
+
+
+def test_arguments_equal_to_the_defaults_but_of_another_type_never_find_the_defaults_plan() -> None:
+    """A call with no arguments keys by its arrays alone; ``stride=True`` or ``flip=0`` must not find that plan."""
+    x, w = readme_arrays()
+    multiconv.batch_conv(x, w)
+    assert (None, (_dispatch.signature(x), _dispatch.signature(w), None)) in _api._PLAN_CACHE
+    wrongs: list[dict[str, Any]] = [{"stride": True}, {"flip": 0}, {"groups": 1.0}, {"padding": False}]
+    for wrong in wrongs:
+        with pytest.raises(TypeError):
+            multiconv.batch_conv(x, w, **wrong)
 
 
 def test_a_repeated_call_reuses_its_plan() -> None:
