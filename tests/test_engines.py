@@ -68,6 +68,33 @@ def test_chunked_batches_give_the_same_result(backend: str) -> None:
         assert_matches_reference(y, x, w, method=method, **kwargs)
 
 
+@pytest.mark.skipif("torch" not in BACKENDS, reason="PyTorch backend not requested")
+@pytest.mark.parametrize("weight_kind", ["per_sample", "shared"])
+def test_torch_chunked_batches_differentiate_like_the_reference(weight_kind: str) -> None:
+    """Chunks of 2 + 2 + 1 samples: the gradients of x, w and bias come back whole, as the reference's."""
+    import torch
+
+    from multiconv.testing import reference_conv_vjp
+
+    rng = np.random.default_rng(11)
+    x, bias, g = rng.standard_normal((5, 4, 40)), rng.standard_normal((5, 6)), rng.standard_normal((5, 6, 40))
+    w = rng.standard_normal((5, 6, 2, 7) if weight_kind == "per_sample" else (6, 2, 7))
+    kwargs: dict[str, Any] = {"groups": 2, "padding": "same", "padding_mode": "reflect", "dilation": 2}
+    expected = reference_conv_vjp(x, w, bias, grad_y=g, **kwargs)
+    for method in engines("torch"):
+        arrays = [torch.tensor(a, requires_grad=True) for a in (x, w, bias)]
+        spec = _api.plan(*arrays, method=method, **kwargs).spec
+        limit = 2 * _algorithms.workspace_elements(spec, method, 1) * 8
+        spec = _api.plan(*arrays, method=method, workspace_limit=limit, **kwargs).spec
+        assert _algorithms.batch_chunk(spec, method, 8) == 2, method
+        y = multiconv.batch_conv(*arrays, method=method, workspace_limit=limit, **kwargs)
+        assert_matches_reference(y.detach(), *(a.detach() for a in arrays), method=method, **kwargs)
+        grads = torch.autograd.grad(y, arrays, torch.tensor(g))
+        for got, want in zip(grads, expected, strict=True):
+            assert want is not None
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-10, err_msg=method)
+
+
 @pytest.mark.skipif("numpy" not in BACKENDS, reason="NumPy backend not requested")
 @pytest.mark.parametrize("method", ["einsum", "shift", "matmul", "fft"])
 def test_numpy_scratch_memory_stays_under_the_limit(method: str) -> None:
