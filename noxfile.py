@@ -100,11 +100,16 @@ def repo_review(session: nox.Session) -> None:
     session.run("sp-repo-review", ".")
 
 
+#: pytest-xdist workers for the full suite: CI's two cores (most of the suite's time is JAX
+#: compiling and Python, one core each: 21 min in one process on CI, 6.5 in two on a 2-core VM).
+TEST_WORKERS = "2"
+
+
 @nox.session(python=FULL_PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite on NumPy, PyTorch and JAX (a missing backend fails the run), with branch coverage >= 95%."""
     session.install(*CONSTRAINTS, ".[all,bench]", *nox.project.dependency_groups(PYPROJECT, "test", "coverage"))
-    session.run("pytest", "-m", "not slow", "--cov", "--cov-report=term", *session.posargs, env=ALL_BACKENDS)
+    session.run("pytest", "-m", "not slow", "-n", TEST_WORKERS, "--cov", "--cov-report=term", *session.posargs, env=ALL_BACKENDS)
 
 
 @nox.session(python=FULL_PYTHON)
