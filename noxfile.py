@@ -109,7 +109,8 @@ TEST_WORKERS = "2"
 def tests(session: nox.Session) -> None:
     """The test suite on NumPy, PyTorch and JAX (a missing backend fails the run), with branch coverage >= 95%."""
     session.install(*CONSTRAINTS, ".[all,bench]", *nox.project.dependency_groups(PYPROJECT, "test", "coverage"))
-    session.run("pytest", "-m", "not slow", "-n", TEST_WORKERS, "--cov", "--cov-report=term", *session.posargs, env=ALL_BACKENDS)
+    workers = ("-n", TEST_WORKERS, "--dist", "loadgroup")  # xdist_group marks keep a module's shared fixture on one worker
+    session.run("pytest", "-m", "not slow", *workers, "--cov", "--cov-report=term", *session.posargs, env=ALL_BACKENDS)
 
 
 @nox.session(python=FULL_PYTHON)

@@ -48,6 +48,10 @@ ROW_KEYS = {
 }
 
 
+#: One pytest-xdist worker runs this module (``--dist loadgroup``): its module-scoped run of every backend happens once.
+pytestmark = pytest.mark.xdist_group("quick-bench")
+
+
 @pytest.fixture(scope="module")
 def quick_results() -> dict[str, dict[str, Any]]:
     """Each test backend run once, quick, one round, on :data:`SHAPES`."""

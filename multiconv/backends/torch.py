@@ -469,8 +469,9 @@ def _batched(spec: ConvSpec, itemsize: int) -> Engine:
         # where each slice's backward fills a zero tensor of the whole input's size and adds it
         # up, n times for n chunks (float64, 256 samples of 16 channels, L 256, K 7, matmul in
         # two chunks, profiled per training step: fills and additions 2.0 ms against 1.4 now)
-        weights = torch.split(w, chunk) if per_sample else (w,) * math.ceil(batch / chunk)
-        return torch.cat([engine(pad(part), weight) for part, weight in zip(torch.split(x, chunk), weights, strict=True)])
+        parts = torch.split(x, chunk)
+        weights = torch.split(w, chunk) if per_sample else (w,) * len(parts)
+        return torch.cat([engine(pad(part), weight) for part, weight in zip(parts, weights, strict=True)])
 
     return chunked
 
