@@ -389,7 +389,7 @@ def write_module(coefficients: dict[str, dict[str, dict[str, tuple[float, ...]]]
         "",
         "#: profile -> where and with what its timings were measured.",
         "MACHINES: Final[dict[str, str]] = {",
-        *(f"    {profile!r}: {machine!r},".replace("'", '"') for profile, machine in machines.items()),
+        *(line for profile, machine in machines.items() for line in _machine_entry(profile, machine)),
         "}",
         "",
         f"#: profile -> backend -> engine -> coefficients of {tuple(importlib.import_module('multiconv._cost').FEATURES)}.".replace(
@@ -409,8 +409,19 @@ def write_module(coefficients: dict[str, dict[str, dict[str, tuple[float, ...]]]
     MODULE.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _describe(machine: dict[str, Any]) -> str:
-    return f"{machine['cpu']} ({machine['cores']} cores), Python {machine['python']}, {machine['versions']}, {machine['date']}"
+def _machine_entry(profile: str, machine: str) -> list[str]:
+    """``MACHINES``' lines for one profile: the description cut after its semicolons, one piece a line."""
+    pieces = [f"{piece}; " for piece in machine.split("; ")]
+    pieces[-1] = pieces[-1].removesuffix("; ")
+    return [f'    "{profile}": (', *(f'        "{piece}"' for piece in pieces), "    ),"]
+
+
+def _describe(data: Path) -> str:
+    """Where a profile's stored timings were measured, with the date of each backend's."""
+    stored = {path.stem: json.loads(path.read_text(encoding="utf-8"))["machine"] for path in sorted(data.glob("*.json"))}
+    machine = max(stored.values(), key=lambda m: m["date"])  # the latest measurement names the machine and versions
+    dates = ", ".join(f"{backend} {m['date']}" for backend, m in stored.items())
+    return f"{machine['cpu']} ({machine['cores']} cores), Python {machine['python']}, {machine['versions']}; timed: {dates}"
 
 
 def _machine() -> dict[str, Any]:
@@ -484,8 +495,8 @@ def main() -> int:
     for backend in backends:
         stored = json.loads((data / f"{backend}.json").read_text(encoding="utf-8"))
         fitted[backend] = fit(backend, stored["rows"], profile)
-        machines[profile] = _describe(stored["machine"])
         report(backend, stored["rows"], fitted[backend])
+    machines[profile] = _describe(data)
     write_module(coefficients, machines)
     print(f"wrote {MODULE.relative_to(ROOT)}")
     return 0

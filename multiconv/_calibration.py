@@ -6,8 +6,14 @@ from typing import Final
 
 #: profile -> where and with what its timings were measured.
 MACHINES: Final[dict[str, str]] = {
-    "GenuineIntel": "Intel(R) Xeon(R) Processor (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2, 2026-12-05",
-    "AuthenticAMD": "AMD EPYC (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2, 2026-12-03",
+    "GenuineIntel": (
+        "Intel(R) Xeon(R) Processor (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2; "
+        "timed: jax 2026-12-02, numpy 2026-12-05, torch 2026-12-05"
+    ),
+    "AuthenticAMD": (
+        "AMD EPYC (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2; "
+        "timed: jax 2026-12-03, numpy 2026-12-03, torch 2026-12-03"
+    ),
 }
 
 #: profile -> backend -> engine -> coefficients of (fixed, calls, products, gemm, copies, wide_copies, elementwise, fft, unblocked_copies).
