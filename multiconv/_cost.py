@@ -138,13 +138,15 @@ def cpu_profile() -> str:
 #: PyTorch: forward + backward time over forward time per engine, per CPU profile, as
 #: (items of at most 4 bytes, wider items: float64 and complex): the first the median over
 #: the benchmark's float32 shapes, the second its one float64 shape (``multiconv bench
-#: --backends torch``, training rows: a GenuineIntel run of 2026-12-05, an AuthenticAMD run
-#: of 2026-12-03).  ``grouped`` has the fold's backward (its own for depthwise); ``matmul``
-#: and ``fft`` pull their windows and real transforms back through their adjoints, and
-#: ``matmul`` at stride 1 its input's gradient as a convolution (``multiconv.backends.torch``).
-#: On the Intel CPU ``matmul``'s float64 forward is fast (4.7 ms against the fold's 8.4 on the
-#: benchmark's float64 shape) and its step less so (22.4 against 27.3 ms): a factor of 4.8,
-#: which the wide column carries (6.2 on 2026-12-02, before the adjoint backward).
+#: --backends torch``, training rows: the GenuineIntel run kept in
+#: docs/benchmarks-GenuineIntel-2026-12-05-first.md, an AuthenticAMD run of 2026-12-03).
+#: ``grouped`` has the fold's backward (its own for depthwise); ``matmul`` and ``fft`` pull
+#: their windows and real transforms back through their adjoints, and ``matmul`` at stride 1
+#: its input's gradient as a convolution (``multiconv.backends.torch``).  On the Intel CPU
+#: ``matmul``'s float64 forward is fast (4.7 ms against the fold's 8.4 on the benchmark's
+#: float64 shape) and its step less so (22.4 against 27.3 ms): a factor of 4.8, which the wide
+#: column carries (6.2 on 2026-12-02, before the adjoint backward; 3.4 to 4.8 in three runs of
+#: 2026-12-05, swinging with the forward's time).
 TORCH_TRAINING_FACTOR: Final = {
     "GenuineIntel": {"grouped": (3.3, 3.2), "shift": (3.6, 3.4), "matmul": (3.0, 4.8), "fft": (3.3, 3.5)},
     "AuthenticAMD": {"grouped": (3.5, 3.3), "shift": (3.1, 2.8), "matmul": (2.7, 3.2), "fft": (2.9, 3.1)},

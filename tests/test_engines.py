@@ -261,12 +261,12 @@ def test_the_float64_benchmark_shape_trains_with_the_fold(monkeypatch: pytest.Mo
     """256 samples, 16 -> 16 channels, L 256, K 7, float64: the model trains it with the fold on both CPU profiles.
 
     On the AMD CPU the fold's step was measured the fastest.  On the Intel CPU, ``matmul``'s
-    step measured 22.4 and 24.3 ms against the fold's 27.3 and 28.3 (two runs of
-    2026-12-05), but the forward model puts ``matmul``'s float64 forward at 6.6 ms (measured
-    4.7 and 5.5) and the fold's at 8.1 (8.4, 9.3): times the measured factors of
-    :data:`multiconv._cost.TORCH_TRAINING_FACTOR`, the fold stays ahead, about 1.2x slower
-    than ``matmul`` would train.  A calibration of training steps would mend it; this
-    test marks the choice until then.
+    step measured 22.4, 24.3 and 21.6 ms against the fold's 27.3, 28.3 and 30.5 (three runs of
+    2026-12-05), but its step-to-forward factor swung from 3.4 to 4.8 with its forward (4.7 to
+    6.3 ms): the model's 6.6 ms forward times the factor 4.8 of
+    :data:`multiconv._cost.TORCH_TRAINING_FACTOR` keeps the fold ahead, 1.2 to 1.4x slower than
+    ``matmul`` trains.  A calibration of training steps would mend it; this test marks the
+    choice until then.
     """
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
     spec = _api.plan(np.ones((256, 16, 256)), np.ones((256, 16, 16, 7))).spec
