@@ -7,6 +7,7 @@ Usage (from the repository root, on an otherwise idle machine; needs scipy)::
     python benchmarks/calibrate.py --backends numpy --quick
     python benchmarks/calibrate.py --backends jax --methods matmul   # re-time one engine, refit
     python benchmarks/calibrate.py --fit-only --profile GenuineIntel  # refit another CPU's timings
+    python benchmarks/calibrate.py --backends torch --training       # time training steps, refit
 
 Each backend is measured in its own process over a grid of shapes (the
 benchmark's shapes, weighted up, plus a seeded random grid of 1-D and 2-D
@@ -15,10 +16,15 @@ dilations; float32, float64, complex64).  Every engine is timed (JAX under
 ``jax.jit``): after a warm-up call (which compiles), the best of three blocks of
 calls lasting at least 30 ms each, the engines of a case taking turns in a rotating
 order; an engine whose first timed call takes over ``--cap`` seconds is timed by that
-one call.  The raw timings go to ``benchmarks/calibration/<profile>/<backend>.json``,
-where the profile is this CPU's vendor (``multiconv._cost.cpu_profile``:
-``GenuineIntel``, ``AuthenticAMD``): each vendor measured keeps its own timings and
-coefficients.
+one call.  With ``--training`` the timed call is a training step instead, as the
+benchmark's training rows time it: the output and the gradients for ``x`` and ``w``
+(PyTorch autograd; ``jax.vjp`` under ``jax.jit``).  Measuring processes run with the
+benchmark's allocator settings (``multiconv._bench.ALLOCATOR_ENV``; the forward timings
+stored before 2026-12-05 ran without them).  The raw timings go to
+``benchmarks/calibration/<profile>/<backend>.json`` (training steps:
+``<backend>-training.json``), where the profile is this CPU's vendor
+(``multiconv._cost.cpu_profile``: ``GenuineIntel``, ``AuthenticAMD``): each vendor
+measured keeps its own timings and coefficients.
 
 The fit is, per (backend, engine), non-negative least squares of the modelled
 time ``sum(c_i * feature_i)`` on relative error, refitted with the cases it ranks
@@ -26,7 +32,8 @@ wrongly weighted up until the benchmark's shapes pick well (:func:`fit`).  The
 script prints how well the model ranks the engines (how often ``auto`` picks the
 fastest, and the worst ratio of the picked engine's time to the fastest's) and
 writes the coefficients to ``multiconv/_calibration.py`` (every profile's: the
-others are kept as they are).  ``tests/test_engines.py`` checks that the
+others are kept as they are); stored training steps are fitted the same way, into
+``TRAINING_COEFFICIENTS``.  ``tests/test_engines.py`` checks that the
 coefficients there are this fit of the timings stored here.
 """
 
@@ -58,6 +65,8 @@ REWEIGHT_ROUNDS = 15
 BENCHMARK_SLACK = 1.1
 #: Engines that :func:`fit` may fit with one shared ``gemm`` coefficient (the same batched matmul).
 SHARED_GEMM = ("shift", "matmul")
+#: The backends whose training steps ``--training`` times.
+DIFFERENTIABLE = ("torch", "jax")
 
 
 def benchmark_cases() -> list[dict[str, Any]]:
@@ -142,6 +151,37 @@ def _runner(backend: str, case: dict[str, Any], method: str) -> Any:
     return lambda x, w: multiconv.batch_conv(x, w, **kwargs)
 
 
+def _training_runner(backend: str, case: dict[str, Any], method: str, x: Any, w: Any) -> Any:
+    """One training step of ``method``: the output and the gradients for ``x`` and ``w`` of ``sum(y * g)``.
+
+    As the benchmark's training rows time it (``multiconv._bench``): PyTorch autograd on
+    fresh leaves; JAX ``jax.vjp`` under ``jax.jit`` with the cotangent an argument and the
+    output returned with the gradients.
+    """
+    multiconv = importlib.import_module("multiconv")
+    kwargs = {**case["kwargs"], "method": method}
+    shape = multiconv.batch_conv(x, w, **kwargs).shape
+    g = np.random.default_rng(1).standard_normal(shape).astype(case["dtype"])
+    if backend == "jax":
+        jax = importlib.import_module("jax")
+
+        def vjp_step(x: Any, w: Any, g: Any) -> Any:
+            y, pullback = jax.vjp(lambda x, w: multiconv.batch_conv(x, w, **kwargs), x, w)
+            return (y, *pullback(g))
+
+        compiled, cotangent = jax.jit(vjp_step), importlib.import_module("jax.numpy").asarray(g)
+        return lambda x, w: jax.block_until_ready(compiled(x, w, cotangent))
+    torch = importlib.import_module("torch")
+    cotangent = torch.from_numpy(g)
+
+    def step(x: Any, w: Any) -> Any:
+        x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+        y = multiconv.batch_conv(x, w, **kwargs)
+        return (y.detach(), *torch.autograd.grad(y, (x, w), cotangent))
+
+    return step
+
+
 def _block(fn: Any, x: Any, w: Any) -> float:
     """Seconds per call over a block of calls lasting at least 30 ms."""
     calls, start = 0, time.perf_counter()
@@ -176,17 +216,24 @@ def _times(runners: dict[str, Any], x: Any, w: Any, cap: float, rounds: int = 3)
     return best
 
 
-def measure(backend: str, cases: list[dict[str, Any]], cap: float, methods: list[str] | None = None) -> list[dict[str, Any]]:
-    """Time every engine of ``backend`` (or only ``methods``) on every case."""
+def measure(
+    backend: str, cases: list[dict[str, Any]], cap: float, methods: list[str] | None = None, *, training: bool = False
+) -> list[dict[str, Any]]:
+    """Time every engine of ``backend`` (or only ``methods``) on every case (``training``: its training step)."""
     if backend == "jax":
         importlib.import_module("jax").config.update("jax_enable_x64", True)  # noqa: FBT003
-    api = importlib.import_module("multiconv._api")
+    api, cost = importlib.import_module("multiconv._api"), importlib.import_module("multiconv._cost")
     methods = methods or list(importlib.import_module(f"multiconv.backends.{backend}").METHODS)
     rows = []
     for number, case in enumerate(cases, 1):
         x, w = _arrays(case, backend)
         spec = api.plan(x, w, **case["kwargs"]).spec
-        times = _times({method: _runner(backend, case, method) for method in methods}, x, w, cap)
+        if training:  # only the engines auto may train with (JAX's vmap or a 257-tap shift would take minutes)
+            usable = [method for method in methods if cost.eligible(backend, spec, method)]
+            runners = {method: _training_runner(backend, case, method, x, w) for method in usable}
+        else:
+            runners = {method: _runner(backend, case, method) for method in methods}
+        times = _times(runners, x, w, cap)
         rows.append({**case, "spec": dataclasses.asdict(spec), "times": times})
         best = min(times, key=times.__getitem__)
         sys.stderr.write(f"\r{backend} {number}/{len(cases)} {case['name']}: best {best} {times[best] * 1e3:.3g} ms      ")
@@ -214,7 +261,8 @@ def _design(backend: str, rows: list[dict[str, Any]], method: str, boost: np.nda
     """
     cost = importlib.import_module("multiconv._cost")
     # the cases auto decides on (all of them for an engine auto never picks, to keep its estimate meaningful)
-    chosen = [i for i, row in enumerate(rows) if cost.eligible(backend, _spec(row), method)] or list(range(len(rows)))
+    timed = [i for i, row in enumerate(rows) if method in row["times"]]  # training steps: the eligible engines only
+    chosen = [i for i in timed if cost.eligible(backend, _spec(rows[i]), method)] or timed
     rows_m = [rows[i] for i in chosen]
     features = np.array([cost.features(_spec(row), method, backend) for row in rows_m])
     times = np.array([row["times"][method] for row in rows_m])
@@ -222,6 +270,11 @@ def _design(backend: str, rows: list[dict[str, Any]], method: str, boost: np.nda
     competitive = np.where(times <= 4 * best, 1.0, 0.1)
     weights = _case_weights(rows_m) * boost[chosen] * competitive / times
     return features, times, weights
+
+
+def timed_engines(rows: list[dict[str, Any]]) -> list[str]:
+    """The engines timed on any row, in the order first timed."""
+    return list(dict.fromkeys(method for row in rows for method in row["times"]))
 
 
 def _nnls(features: np.ndarray, times: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -238,7 +291,7 @@ def _fit_engines(backend: str, rows: list[dict[str, Any]], boost: np.ndarray, *,
     ``shared``: the engines of :data:`SHARED_GEMM` are fitted together with one ``gemm``
     coefficient (they issue the same batched matmul), the others alone.
     """
-    methods = list(rows[0]["times"])
+    methods = timed_engines(rows)
     together = [m for m in SHARED_GEMM if m in methods] if shared else []
     systems = {m: _design(backend, rows, m, boost[:, j]) for j, m in enumerate(methods)}
     coefficients = {m: tuple(float(c) for c in _nnls(*systems[m])) for m in methods if m not in together}
@@ -276,8 +329,9 @@ def regrets(
 ) -> list[tuple[str, str, float]]:
     """Per row: the engine the model picks, the fastest engine auto may pick, and the ratio of their times.
 
-    ``training`` (a CPU profile; PyTorch only): the training choice instead, every engine's
-    estimate and time multiplied by its training factor (``multiconv._cost.training_factor``).
+    ``training`` (a CPU profile with training factors; PyTorch only): the training choice
+    instead, every engine's forward estimate and time multiplied by its training factor
+    (``multiconv._cost.training_factor``).  Rows of timed training steps need none.
     """
     cost = importlib.import_module("multiconv._cost")
     picks = []
@@ -293,13 +347,13 @@ def regrets(
     return picks
 
 
-def _inversions(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tuple[float, ...]], profile: str) -> np.ndarray:
+def _inversions(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tuple[float, ...]], factors: str | None) -> np.ndarray:
     """Per row: the sum of ``log(t_slow / t_fast)`` over the pairs of eligible engines the model orders wrongly.
 
-    The whole ranking counts, not only the pick.  PyTorch's training choice multiplies
-    every engine's estimate by its training factor (``multiconv._cost.training_factor``
-    of ``profile``), so for PyTorch the ranking of the forward times so multiplied counts
-    as well.
+    The whole ranking counts, not only the pick.  ``factors`` (a CPU profile whose PyTorch
+    training choice multiplies every engine's forward estimate by its training factor,
+    ``multiconv._cost.training_factor``): the ranking of the forward times so multiplied
+    counts as well.
     """
     cost = importlib.import_module("multiconv._cost")
     penalties = []
@@ -309,8 +363,8 @@ def _inversions(backend: str, rows: list[dict[str, Any]], coefficients: dict[str
         times = np.array([row["times"][m] for m in engines])
         predicted = np.array([_estimate(backend, spec, coefficients[m], m) for m in engines])
         scales = [np.ones(len(engines))]
-        if backend == "torch":
-            scales.append(np.array([cost.training_factor(spec, m, profile) for m in engines]))
+        if factors:
+            scales.append(np.array([cost.training_factor(spec, m, factors) for m in engines]))
         penalty = 0.0
         for scale in scales:
             t, p = times * scale, predicted * scale
@@ -320,8 +374,11 @@ def _inversions(backend: str, rows: list[dict[str, Any]], coefficients: dict[str
     return np.array(penalties)
 
 
-def fit(backend: str, rows: list[dict[str, Any]], profile: str) -> dict[str, tuple[float, ...]]:
+def fit(backend: str, rows: list[dict[str, Any]], profile: str, *, training: bool = False) -> dict[str, tuple[float, ...]]:
     """The per-engine fits (:func:`_fit_engines`) that rank the measured engines best.
+
+    ``rows``: forward timings, or (``training``) timings of training steps, which the same
+    features model (``multiconv._calibration.TRAINING_COEFFICIENTS``).
 
     Each engine's least squares knows nothing of the others, so small relative errors
     in opposite directions can still pick a slower engine.  Two families of fits are
@@ -330,16 +387,16 @@ def fit(backend: str, rows: list[dict[str, Any]], profile: str) -> dict[str, tup
     which the model picks a slower engine (for the engine picked and the fastest: by
     the square root of their time ratio) and refit.  Kept: of the fits that pick
     within :data:`BENCHMARK_SLACK` of the fastest engine on every benchmark shape
-    (PyTorch: forward and training choice), the one that orders the engines best over
-    all rows (:func:`_inversions`, weighted as the fit); if none does, the plain fit
-    (the first round of the first family).
+    (PyTorch on a profile whose training choice scales the forward's estimates by
+    training factors: forward and training choice), the one that orders the engines
+    best over all rows (:func:`_inversions`, weighted as the fit); if none does, the
+    plain fit (the first round of the first family).
     """
     cost = importlib.import_module("multiconv._cost")
-    if profile not in cost.TORCH_TRAINING_FACTOR:  # a CPU measured for the first time: the default's factors
-        profile = cost.DEFAULT_PROFILE
+    factors = profile if backend == "torch" and not training and profile in cost.TORCH_TRAINING_FACTOR else None
     case_weights = _case_weights(rows)
     benchmark = np.array([not row["name"].startswith("grid") for row in rows])
-    methods = list(rows[0]["times"])
+    methods = timed_engines(rows)
     kept, kept_score = None, math.inf
     for shared in (False, True):
         boost = np.ones((len(rows), len(methods)))
@@ -347,10 +404,10 @@ def fit(backend: str, rows: list[dict[str, Any]], profile: str) -> dict[str, tup
             coefficients = _fit_engines(backend, rows, boost, shared=shared)
             picks = regrets(backend, rows, coefficients)
             ratios = np.array([ratio for _, _, ratio in picks])
-            score = float(np.sum(case_weights * _inversions(backend, rows, coefficients, profile)) / np.sum(case_weights))
+            score = float(np.sum(case_weights * _inversions(backend, rows, coefficients, factors)) / np.sum(case_weights))
             worst = float(ratios[benchmark].max(initial=1.0))
-            if backend == "torch":  # its training choice on the benchmark's shapes too
-                trained = np.array([ratio for _, _, ratio in regrets(backend, rows, coefficients, profile)])
+            if factors:  # the training choice on the benchmark's shapes too
+                trained = np.array([ratio for _, _, ratio in regrets(backend, rows, coefficients, factors)])
                 worst = max(worst, float(trained[benchmark].max(initial=1.0)))
             if kept is None or (worst <= BENCHMARK_SLACK and score < kept_score):
                 kept, kept_score = coefficients, score if worst <= BENCHMARK_SLACK else math.inf
@@ -361,8 +418,8 @@ def fit(backend: str, rows: list[dict[str, Any]], profile: str) -> dict[str, tup
     return kept
 
 
-def report(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tuple[float, ...]]) -> None:
-    """How well the fitted model picks engines on the measured cases."""
+def report(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tuple[float, ...]], label: str = "") -> None:
+    """How well the fitted model picks engines on the measured cases (``label``: after the backend's name)."""
     ratios = []
     for row, (picked, best, ratio) in zip(rows, regrets(backend, rows, coefficients), strict=True):
         ratios.append(ratio)
@@ -373,13 +430,16 @@ def report(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tup
     close = sum(r <= 1.1 for r in ratios)
     mean = math.exp(sum(map(math.log, ratios)) / len(ratios))
     print(
-        f"{backend}: picks the fastest engine on {hits}/{len(ratios)} cases; within 10% on {close}; "
+        f"{backend}{label}: picks the fastest engine on {hits}/{len(ratios)} cases; within 10% on {close}; "
         f"worst ratio {max(ratios):.2f}; geometric mean {mean:.3f}"
     )
 
 
-def write_module(coefficients: dict[str, dict[str, dict[str, tuple[float, ...]]]], machines: dict[str, str]) -> None:
-    """Write ``multiconv/_calibration.py`` (``coefficients`` and ``machines`` keyed by profile)."""
+Coefficients = dict[str, dict[str, dict[str, tuple[float, ...]]]]
+
+
+def write_module(coefficients: Coefficients, training: Coefficients, machines: dict[str, str]) -> None:
+    """Write ``multiconv/_calibration.py`` (forward and ``training`` coefficients and ``machines``, keyed by profile)."""
     lines = [
         '"""Cost-model coefficients (seconds per feature unit), one set per CPU profile, written by ``benchmarks/calibrate.py``."""',
         "",
@@ -395,8 +455,17 @@ def write_module(coefficients: dict[str, dict[str, dict[str, tuple[float, ...]]]
         f"#: profile -> backend -> engine -> coefficients of {tuple(importlib.import_module('multiconv._cost').FEATURES)}.".replace(
             "'", ""
         ),
-        "COEFFICIENTS: Final[dict[str, dict[str, dict[str, tuple[float, ...]]]]] = {",
+        *_table("COEFFICIENTS", coefficients),
+        "",
+        "#: The same for one training step (forward and gradients of x and w), where timed.",
+        *_table("TRAINING_COEFFICIENTS", training),
     ]
+    MODULE.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _table(name: str, coefficients: Coefficients) -> list[str]:
+    """The lines of one coefficient table of ``multiconv/_calibration.py``."""
+    lines = [f"{name}: Final[dict[str, dict[str, dict[str, tuple[float, ...]]]]] = {{"]
     for profile, backends in coefficients.items():
         lines.append(f'    "{profile}": {{')
         for backend, methods in backends.items():
@@ -406,7 +475,7 @@ def write_module(coefficients: dict[str, dict[str, dict[str, tuple[float, ...]]]
             lines.append("        },")
         lines.append("    },")
     lines.append("}")
-    MODULE.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return lines
 
 
 def _machine_entry(profile: str, machine: str) -> list[str]:
@@ -441,6 +510,11 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def timings_path(data: Path, backend: str, *, training: bool) -> Path:
+    """Where a profile's timings of ``backend`` (forward calls, or training steps) are stored."""
+    return data / f"{backend}{'-training' if training else ''}.json"
+
+
 def main() -> int:
     """Measure, fit and write (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -451,6 +525,7 @@ def main() -> int:
     parser.add_argument("--fit-only", action="store_true")
     parser.add_argument("--methods", help="re-time only these engines (comma-separated), keeping the stored times of the others")
     parser.add_argument("--profile", help="the CPU profile whose timings to measure or fit (default: this CPU's)")
+    parser.add_argument("--training", action="store_true", help="time training steps (PyTorch, JAX) instead of forward calls")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # child process: measure one backend
     args = parser.parse_args()
     profile = args.profile or (importlib.import_module("multiconv._cost").cpu_vendor() or "unknown")
@@ -458,8 +533,8 @@ def main() -> int:
     cases = grid_cases(10) if args.quick else benchmark_cases() + grid_cases(args.cases)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     if args.measure:
-        path = data / f"{args.measure}.json"
-        rows = measure(args.measure, cases, args.cap, methods)
+        path = timings_path(data, args.measure, training=args.training)
+        rows = measure(args.measure, cases, args.cap, methods, training=args.training)
         if methods:  # re-timed engines replace theirs in the stored rows; the other engines' times stay
             stored = json.loads(path.read_text(encoding="utf-8"))["rows"]
             if [row["name"] for row in stored] != [row["name"] for row in rows]:
@@ -471,6 +546,9 @@ def main() -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not args.fit_only:
         for backend in backends:
+            if args.training and backend not in DIFFERENTIABLE:
+                print(f"{backend}: no training steps to time (NumPy has no autodiff)")
+                continue
             subprocess.run(
                 [
                     sys.executable,
@@ -483,21 +561,27 @@ def main() -> int:
                     "--cap",
                     str(args.cap),
                     *(["--methods", args.methods] if args.methods else []),
+                    *(["--training"] if args.training else []),
                     "--profile",
                     profile,
                 ],
                 check=True,
+                env={**importlib.import_module("multiconv._bench").ALLOCATOR_ENV, **os.environ},  # the benchmark's allocator
             )
     calibration = importlib.import_module("multiconv._calibration")
     coefficients = {name: dict(backends) for name, backends in calibration.COEFFICIENTS.items()}
+    training = {name: dict(backends) for name, backends in calibration.TRAINING_COEFFICIENTS.items()}
     machines = dict(calibration.MACHINES)
-    fitted = coefficients.setdefault(profile, {})
-    for backend in backends:
-        stored = json.loads((data / f"{backend}.json").read_text(encoding="utf-8"))
-        fitted[backend] = fit(backend, stored["rows"], profile)
-        report(backend, stored["rows"], fitted[backend])
+    for backend in backends:  # every stored kind of timing is refitted
+        for kind, table in ((False, coefficients), (True, training)):
+            path = timings_path(data, backend, training=kind)
+            if kind and not path.exists():
+                continue
+            rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+            fitted = table.setdefault(profile, {})[backend] = fit(backend, rows, profile, training=kind)
+            report(backend, rows, fitted, " training" if kind else "")
     machines[profile] = _describe(data)
-    write_module(coefficients, machines)
+    write_module(coefficients, training, machines)
     print(f"wrote {MODULE.relative_to(ROOT)}")
     return 0
 

@@ -8,7 +8,7 @@ from typing import Final
 MACHINES: Final[dict[str, str]] = {
     "GenuineIntel": (
         "Intel(R) Xeon(R) Processor (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2; "
-        "timed: jax 2026-12-02, numpy 2026-12-05, torch 2026-12-05"
+        "timed: jax 2026-12-02, numpy 2026-12-05, torch-training 2026-12-05, torch 2026-12-05"
     ),
     "AuthenticAMD": (
         "AMD EPYC (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2; "
@@ -58,6 +58,18 @@ COEFFICIENTS: Final[dict[str, dict[str, dict[str, tuple[float, ...]]]]] = {
             "shift": (0, 0, 2.717e-07, 8.424e-12, 2.396e-10, 1.475e-09, 1.023e-10, 0, 0),
             "matmul": (0, 8.794e-06, 0, 8.424e-12, 4.673e-10, 1.132e-09, 0, 0, 0),
             "fft": (0, 0, 1.712e-07, 4.796e-13, 2.498e-09, 0, 0, 8.415e-11, 0),
+        },
+    },
+}
+
+#: The same for one training step (forward and gradients of x and w), where timed.
+TRAINING_COEFFICIENTS: Final[dict[str, dict[str, dict[str, tuple[float, ...]]]]] = {
+    "GenuineIntel": {
+        "torch": {
+            "grouped": (0.000156, 0, 0, 6.073e-12, 0, 4.19e-09, 0, 0, 2.983e-09),
+            "shift": (0, 6.291e-05, 0, 1.424e-11, 9.386e-10, 3.191e-09, 1.461e-09, 0, 0),
+            "matmul": (0, 0.0001084, 1.167e-06, 1.424e-11, 6.29e-10, 3.009e-10, 0, 0, 0),
+            "fft": (0.001403, 0, 0, 4.712e-12, 5.128e-09, 0, 0, 0, 0),
         },
     },
 }

@@ -50,6 +50,11 @@ grouped convolution against its batched matmul, for one, measured 7.7 against
 5.5 ms on the Intel machine and 9.5 against 13.5 ms on the AMD one).  A CPU of
 another vendor uses :data:`DEFAULT_PROFILE`'s; the environment variable
 ``MULTICONV_CPU_PROFILE`` names a profile to use instead.
+A second set of coefficients (``TRAINING_COEFFICIENTS``) fits the same features to
+timed training steps (the output and the gradients of ``x`` and ``w``), where a profile
+has them: PyTorch ranks its engines for training by it (:func:`estimate_training`; a
+profile without timed steps scales each forward estimate by :data:`TORCH_TRAINING_FACTOR`),
+and JAX picks the engine it differentiates ``auto`` through by it (:func:`choose_tangent`).
 Only CPU timings exist: on a GPU, ``auto`` uses the framework's own convolution
 (cuDNN) and switches to ``fft`` for kernels of 64 taps and more.
 
@@ -81,7 +86,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from multiconv._algorithms import DIRECT_ENGINES, fft_blocks, workspace_elements
-from multiconv._calibration import COEFFICIENTS, MACHINES
+from multiconv._calibration import COEFFICIENTS, MACHINES, TRAINING_COEFFICIENTS
 
 if TYPE_CHECKING:
     from multiconv._spec import ConvSpec
@@ -135,20 +140,15 @@ def cpu_profile() -> str:
     return vendor if vendor in COEFFICIENTS else DEFAULT_PROFILE
 
 
-#: PyTorch: forward + backward time over forward time per engine, per CPU profile, as
+#: PyTorch on a CPU profile whose training steps were not timed (no
+#: ``TRAINING_COEFFICIENTS`` entry): forward + backward time over forward time per engine, as
 #: (items of at most 4 bytes, wider items: float64 and complex): the first the median over
 #: the benchmark's float32 shapes, the second its one float64 shape (``multiconv bench
-#: --backends torch``, training rows: the GenuineIntel run kept in
-#: docs/benchmarks-GenuineIntel-2026-12-05-first.md, an AuthenticAMD run of 2026-12-03).
-#: ``grouped`` has the fold's backward (its own for depthwise); ``matmul`` and ``fft`` pull
-#: their windows and real transforms back through their adjoints, and ``matmul`` at stride 1
-#: its input's gradient as a convolution (``multiconv.backends.torch``).  On the Intel CPU
-#: ``matmul``'s float64 forward is fast (4.7 ms against the fold's 8.4 on the benchmark's
-#: float64 shape) and its step less so (22.4 against 27.3 ms): a factor of 4.8, which the wide
-#: column carries (6.2 on 2026-12-02, before the adjoint backward; 3.4 to 4.8 in three runs of
-#: 2026-12-05, swinging with the forward's time).
+#: --backends torch``, training rows of an AuthenticAMD run of 2026-12-03).  One factor per
+#: engine cannot follow the shape: on the Intel CPU, whose training steps are now timed, the
+#: factors (``matmul`` 3.0 and 4.8) trained the benchmark's float64 shape with the fold, 1.2
+#: to 1.4x slower than ``matmul``.
 TORCH_TRAINING_FACTOR: Final = {
-    "GenuineIntel": {"grouped": (3.3, 3.2), "shift": (3.6, 3.4), "matmul": (3.0, 4.8), "fft": (3.3, 3.5)},
     "AuthenticAMD": {"grouped": (3.5, 3.3), "shift": (3.1, 2.8), "matmul": (2.7, 3.2), "fft": (2.9, 3.1)},
 }
 
@@ -156,9 +156,13 @@ TORCH_TRAINING_FACTOR: Final = {
 def training_factor(spec: ConvSpec, method: str, profile: str | None = None) -> float:
     """PyTorch: modelled forward + backward time over forward time of ``method`` (:data:`TORCH_TRAINING_FACTOR`).
 
-    ``profile``: the CPU profile whose factors to use (default :func:`cpu_profile`).
+    ``profile``: the CPU profile whose factors to use (default :func:`cpu_profile`); 1
+    where it has none.
     """
-    narrow, wide = TORCH_TRAINING_FACTOR[profile or cpu_profile()][method]
+    factors = TORCH_TRAINING_FACTOR.get(profile or cpu_profile())
+    if factors is None:
+        return 1.0
+    narrow, wide = factors[method]
     return wide if _ITEM_SCALE[spec.dtype] > 1 else narrow
 
 
@@ -225,6 +229,18 @@ def estimate(backend: str, spec: ConvSpec, method: str) -> float:
     return sum(c * f for c, f in zip(coefficients, features(spec, method, backend), strict=True))
 
 
+def estimate_training(backend: str, spec: ConvSpec, method: str) -> float:
+    """Modelled seconds of one training step of ``method``: the output and the gradients of ``x`` and ``w``.
+
+    The fit of timed training steps (``TRAINING_COEFFICIENTS``) where :func:`cpu_profile`
+    has one for ``backend``, else the forward's estimate times :func:`training_factor`.
+    """
+    fitted = TRAINING_COEFFICIENTS.get(cpu_profile(), {}).get(backend)
+    if fitted is None:
+        return estimate(backend, spec, method) * training_factor(spec, method)
+    return sum(c * f for c, f in zip(fitted[method], features(spec, method, backend), strict=True))
+
+
 def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
     """Whether ``auto`` considers ``method`` at all (the guard rails around the fitted model)."""
     taps = math.prod(spec.kernel)
@@ -254,27 +270,37 @@ def choose(backend: str, spec: ConvSpec, methods: tuple[str, ...], *, accelerato
     itemsize = 4 * _ITEM_SCALE[spec.dtype]
     fitting = [m for m in methods if eligible(backend, spec, m) and _fits(spec, m, itemsize)] or ["shift"]
     if spec.training and backend == "torch":
-        return min(fitting, key=lambda m: estimate(backend, spec, m) * training_factor(spec, m))
+        return min(fitting, key=lambda m: estimate_training(backend, spec, m))
     return min(fitting, key=lambda m: estimate(backend, spec, m))
 
 
 def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -> str | None:
     """The engine JAX differentiates ``method="auto"`` through on CPU, when it is not the forward's.
 
-    Measured (docs/benchmarks.md, training rows): XLA's CPU transposes of ``loop``
+    Where :func:`cpu_profile` has timed JAX training steps (``TRAINING_COEFFICIENTS``):
+    the engine whose modelled training step is the least, among those ``auto`` considers
+    (:func:`eligible`) whose workspace fits.  ``None``: differentiate the forward engine
+    itself.
+
+    Elsewhere, a rule.  Measured (docs/benchmarks.md, training rows): XLA's CPU transposes of ``loop``
     (per-sample convolutions) grow with the batch, and ``matmul``'s stay slower than
     ``shift``'s even with its windows differentiated through slices (training steps
     of the ``many`` shape: ``matmul`` 48 ms, ``shift`` 41, ``loop`` 175; ``auto``, the
     ``loop`` forward with ``shift`` tangents, 22); ``shift`` transposes well (depthwise,
     through its own derivative rule: ``multiconv.backends.jax._shift``); ``loop`` stays
-    best for small batches.  ``None``: differentiate the forward engine itself.
+    best for small batches.
     """
     if backend != "jax" or accelerator:
         return None
+    itemsize = 4 * _ITEM_SCALE[spec.dtype]
+    if backend in TRAINING_COEFFICIENTS.get(cpu_profile(), {}):
+        methods = [m for m in COEFFICIENTS[cpu_profile()][backend] if eligible(backend, spec, m) and _fits(spec, m, itemsize)]
+        tangent = min(methods or ["shift"], key=lambda m: estimate_training(backend, spec, m))
+        return None if tangent == spec.method else tangent
     if math.prod(spec.kernel) >= FFT_MIN_TAPS:  # the forward's rule: FFT only for long kernels
         tangent = "fft"
     elif spec.batch <= JAX_LOOP_TANGENT_MAX_BATCH and eligible(backend, spec, "loop"):
         tangent = "loop"
     else:
         tangent = "shift"
-    return None if tangent == spec.method or not _fits(spec, tangent, 4 * _ITEM_SCALE[spec.dtype]) else tangent
+    return None if tangent == spec.method or not _fits(spec, tangent, itemsize) else tangent

@@ -15,7 +15,7 @@ import pytest
 from support import BACKENDS, as_backend, to_numpy
 
 import multiconv
-from multiconv import _api, _cost, _dispatch
+from multiconv import _api, _calibration, _cost, _dispatch
 from multiconv.testing import assert_matches_reference
 
 needs_torch = pytest.mark.skipif("torch" not in BACKENDS, reason="torch backend not requested")
@@ -260,19 +260,21 @@ def test_a_repeated_call_reuses_its_plan() -> None:
 
 @needs_torch
 def test_torch_auto_chooses_for_training_when_autograd_records(monkeypatch: pytest.MonkeyPatch) -> None:
-    """float64, 64 -> 64 channels, L 1024, K 3: training weighs each engine's forward estimate by its factor.
+    """float64, 64 -> 64 channels, L 1024, K 3: training ranks the engines by their modelled training steps.
 
-    Whichever engine the calibration picks for the forward, a training factor that made it
-    train at a hundred times the cost of the others sends training to another engine.
+    Whichever engine the calibration picks for the forward, a training model (timed steps'
+    coefficients, or a training factor where a profile has none) that made it train at a
+    hundred times the cost of the others sends training to another engine.
     """
     torch = importlib.import_module("torch")
-    monkeypatch.setattr(_api, "_PLAN_CACHE", {})  # plans made under the patched factors stay here
+    monkeypatch.setattr(_api, "_PLAN_CACHE", {})  # plans made under the patched model stay here
     x = torch.zeros(64, 64, 1024, dtype=torch.float64)
     w = torch.zeros(64, 64, 64, 3, dtype=torch.float64)
     forward = _api.plan(x, w, padding="same").spec.method
-    factors = _cost.TORCH_TRAINING_FACTOR[_cost.cpu_profile()]
-    patched = {**factors, forward: tuple(100 * f for f in factors[forward])}
-    monkeypatch.setitem(_cost.TORCH_TRAINING_FACTOR, _cost.cpu_profile(), patched)
+    profile = _cost.cpu_profile()
+    timed = _calibration.TRAINING_COEFFICIENTS.get(profile, {}).get("torch")
+    model = timed if timed is not None else _cost.TORCH_TRAINING_FACTOR[profile]
+    monkeypatch.setitem(model, forward, tuple(100 * c for c in model[forward]))
     monkeypatch.setattr(_api, "_PLAN_CACHE", {})
     assert _api.plan(x, w, padding="same").spec.method == forward
     trained = _api.plan(x.requires_grad_(), w, padding="same").spec

@@ -213,11 +213,20 @@ def test_cpu_profile_follows_the_vendor_and_the_environment(monkeypatch: pytest.
 
 
 def test_every_profile_models_every_engine_the_default_does() -> None:
+    """Forward coefficients for every engine; for PyTorch training, timed steps' coefficients or factors (not both)."""
     default = _calibration.COEFFICIENTS[_cost.DEFAULT_PROFILE]
-    assert set(_calibration.MACHINES) == set(_calibration.COEFFICIENTS) == set(_cost.TORCH_TRAINING_FACTOR)
+    assert set(_calibration.MACHINES) == set(_calibration.COEFFICIENTS)
+    assert set(_calibration.TRAINING_COEFFICIENTS) <= set(_calibration.COEFFICIENTS)
     for profile, backends in _calibration.COEFFICIENTS.items():
         assert {b: set(m) for b, m in backends.items()} == {b: set(m) for b, m in default.items()}, profile
-        assert set(_cost.TORCH_TRAINING_FACTOR[profile]) == set(backends["torch"]), profile
+        timed = _calibration.TRAINING_COEFFICIENTS.get(profile, {})
+        assert set(timed) <= {"torch", "jax"}, profile
+        for backend, methods in timed.items():
+            assert set(methods) == set(backends[backend]), (profile, backend)
+        if "torch" in timed:
+            assert profile not in _cost.TORCH_TRAINING_FACTOR
+        else:
+            assert set(_cost.TORCH_TRAINING_FACTOR[profile]) == set(backends["torch"]), profile
 
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -234,8 +243,9 @@ def calibrate_script() -> Any:
     return calibrate
 
 
-def stored_timings(profile: str, backend: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = json.loads((BENCHMARKS / "calibration" / profile / f"{backend}.json").read_text(encoding="utf-8"))["rows"]
+def stored_timings(profile: str, backend: str, *, training: bool = False) -> list[dict[str, Any]]:
+    name = f"{backend}-training.json" if training else f"{backend}.json"
+    rows: list[dict[str, Any]] = json.loads((BENCHMARKS / "calibration" / profile / name).read_text(encoding="utf-8"))["rows"]
     return rows
 
 
@@ -243,35 +253,45 @@ def stored_timings(profile: str, backend: str) -> list[dict[str, Any]]:
 def test_the_calibration_is_the_fit_of_the_stored_timings(profile: str) -> None:
     """``benchmarks/calibrate.py --fit-only`` on the timings in the repository writes the coefficients ``auto`` uses."""
     calibrate = calibrate_script()
-    for backend, stored in _calibration.COEFFICIENTS[profile].items():
-        fitted = calibrate.fit(backend, stored_timings(profile, backend), profile)
-        assert {m: tuple(float(f"{c:.4g}") for c in values) for m, values in fitted.items()} == stored, backend
+    tables = ((False, _calibration.COEFFICIENTS[profile]), (True, _calibration.TRAINING_COEFFICIENTS.get(profile, {})))
+    for training, table in tables:
+        for backend, stored in table.items():
+            fitted = calibrate.fit(backend, stored_timings(profile, backend, training=training), profile, training=training)
+            assert {m: tuple(float(f"{c:.4g}") for c in values) for m, values in fitted.items()} == stored, (backend, training)
+    timed = sorted(path.name for path in (BENCHMARKS / "calibration" / profile).glob("*-training.json"))
+    assert timed == sorted(f"{backend}-training.json" for backend in _calibration.TRAINING_COEFFICIENTS.get(profile, {}))
 
 
-def test_calibrating_a_cpu_measured_for_the_first_time_uses_the_default_training_factors() -> None:
-    """A new vendor has no PyTorch training factors yet: the fit ranks training choices with the default profile's."""
+def test_calibrating_a_cpu_measured_for_the_first_time_fits_the_forward_alone() -> None:
+    """A new vendor has neither timed training steps nor training factors: its PyTorch fit ranks forward calls only.
+
+    Its training choice is then the forward's (:func:`multiconv._cost.training_factor` is 1)
+    until ``calibrate.py --training`` times its steps.
+    """
     calibrate = calibrate_script()
-    rows = stored_timings(_cost.DEFAULT_PROFILE, "torch")
-    assert calibrate.fit("torch", rows, "HygonGenuine") == calibrate.fit("torch", rows, _cost.DEFAULT_PROFILE)
+    timed = next(p for p in _calibration.TRAINING_COEFFICIENTS if "torch" in _calibration.TRAINING_COEFFICIENTS[p])
+    rows = stored_timings(timed, "torch")
+    assert calibrate.fit("torch", rows, "HygonGenuine") == calibrate.fit("torch", rows, timed)  # the forward alone, both
+    spec = _api.plan(np.ones((4, 3, 16)), np.ones((4, 5, 3, 3))).spec
+    assert _cost.training_factor(spec, "grouped", "HygonGenuine") == 1.0
 
 
 @pytest.mark.usefixtures("fresh_profile")
 @pytest.mark.parametrize("profile", list(_calibration.COEFFICIENTS))
-def test_the_float64_benchmark_shape_trains_with_the_fold(monkeypatch: pytest.MonkeyPatch, profile: str) -> None:
-    """256 samples, 16 -> 16 channels, L 256, K 7, float64: the model trains it with the fold on both CPU profiles.
+def test_the_float64_benchmark_shape_trains_with_its_fastest_step(monkeypatch: pytest.MonkeyPatch, profile: str) -> None:
+    """256 samples, 16 -> 16 channels, L 256, K 7, float64: PyTorch trains it with the engine whose step was fastest.
 
-    On the AMD CPU the fold's step was measured the fastest.  On the Intel CPU, ``matmul``'s
-    step measured 22.4, 24.3 and 21.6 ms against the fold's 27.3, 28.3 and 30.5 (three runs of
-    2026-12-05), but its step-to-forward factor swung from 3.4 to 4.8 with its forward (4.7 to
-    6.3 ms): the model's 6.6 ms forward times the factor 4.8 of
-    :data:`multiconv._cost.TORCH_TRAINING_FACTOR` keeps the fold ahead, 1.2 to 1.4x slower than
-    ``matmul`` trains.  A calibration of training steps would mend it; this test marks the
-    choice until then.
+    On the AMD CPU that is the fold (its training factors).  On the Intel CPU, ``matmul``'s
+    step measured 22.4, 24.3 and 21.6 ms against the fold's 27.3, 28.3 and 30.5 (three
+    benchmark runs of 2026-12-05); one training factor per engine could not see it and trained
+    with the fold, the fit of timed training steps does not (``matmul`` 25.6 ms, the fold 35.3,
+    in benchmarks/calibration/GenuineIntel/torch-training.json).
     """
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
     spec = _api.plan(np.ones((256, 16, 256)), np.ones((256, 16, 16, 7))).spec
     trained = dataclasses.replace(spec, training=True)
-    assert _cost.choose("torch", trained, ("grouped", "shift", "matmul", "fft")) == "grouped"
+    expected = {"AuthenticAMD": "grouped", "GenuineIntel": "matmul"}[profile]
+    assert _cost.choose("torch", trained, ("grouped", "shift", "matmul", "fft")) == expected
 
 
 def test_accelerator_rule() -> None:
