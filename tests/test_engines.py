@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from support import BACKENDS, as_backend
 
 import multiconv
-from multiconv import _algorithms, _api, _calibration, _cost, _engines
+from multiconv import _algorithms, _api, _bench, _calibration, _cost, _engines
 from multiconv.testing import assert_matches_reference
 
 if TYPE_CHECKING:
@@ -323,10 +323,64 @@ def test_jax_auto_leaves_loop_to_samples_of_real_work() -> None:
     assert not _cost.eligible("jax", dataclasses.replace(small, out_channels=4, batch=257), "loop")
 
 
+@pytest.mark.usefixtures("fresh_profile")
+@pytest.mark.parametrize(("profile", "backend"), [(p, b) for p, timed in _calibration.TRAINING_COEFFICIENTS.items() for b in timed])
+def test_auto_trains_the_benchmark_shapes_within_10_percent_of_the_fastest_timed_step(
+    monkeypatch: pytest.MonkeyPatch, profile: str, backend: str
+) -> None:
+    """On a profile with timed training steps, the engine ``auto`` trains with took at most 1.1x the fastest step.
+
+    PyTorch: the engine of its training choice.  JAX: the engine it differentiates through
+    (the forward's own where :func:`multiconv._cost.choose_tangent` gives ``None``).  Against
+    the steps of the engines ``auto`` may pick, as stored by ``calibrate.py --training``.
+    """
+    monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
+    calibrate = calibrate_script()
+    methods = tuple(_calibration.COEFFICIENTS[profile][backend])
+    rows = [row for row in stored_timings(profile, backend, training=True) if not row["name"].startswith("grid")]
+    assert len(rows) == len(_bench.SHAPES)
+    for row in rows:
+        spec = dataclasses.replace(calibrate._spec(row), training=True)
+        trained = _cost.choose(backend, spec, methods)
+        if backend == "jax":
+            trained = _cost.choose_tangent("jax", dataclasses.replace(spec, method=trained)) or trained
+        times = {m: t for m, t in row["times"].items() if _cost.eligible(backend, spec, m)}
+        assert times[trained] <= 1.1 * min(times.values()), (row["name"], trained, times)
+
+
+@pytest.mark.usefixtures("fresh_profile")
+def test_timed_jax_steps_choose_the_engine_jax_differentiates_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a fit of timed JAX training steps, the tangent engine is the eligible one of least modelled step.
+
+    No profile has timed JAX steps yet (``calibrate.py --training`` can time them): a made-up
+    fit stands in, in which each engine's step costs what its ``fixed`` coefficient says.
+    """
+    profile = _cost.DEFAULT_PROFILE
+    monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
+    width = len(_cost.FEATURES)
+
+    def fixed(**costs: float) -> dict[str, tuple[float, ...]]:
+        return {m: (costs.get(m, 1.0), *(0.0,) * (width - 1)) for m in _calibration.COEFFICIENTS[profile]["jax"]}
+
+    spec = _api.plan(np.ones((8, 16, 256), np.float32), np.ones((8, 16, 16, 3), np.float32)).spec  # 3 taps: no fft
+    forward = dataclasses.replace(spec, method="shift")
+    monkeypatch.setitem(_calibration.TRAINING_COEFFICIENTS, profile, {"jax": fixed(matmul=0.5, fft=0.1)})
+    assert _cost.choose_tangent("jax", forward) == "matmul"  # fft is cheaper but not eligible for 3 taps
+    assert _cost.choose_tangent("jax", dataclasses.replace(spec, method="matmul")) is None  # the forward's own
+    monkeypatch.setitem(_calibration.TRAINING_COEFFICIENTS, profile, {"jax": fixed(vmap=0.1, loop=0.2)})
+    assert _cost.choose_tangent("jax", forward) == "loop"  # vmap: never on a CPU
+    assert _cost.choose_tangent("jax", forward, accelerator=True) is None
+
+
 @pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
-def test_jax_auto_is_differentiated_through_an_engine_with_fast_transposes() -> None:
-    """auto's JAX derivatives go through ``shift``/``loop`` where XLA transposes its forward engine slowly."""
+@pytest.mark.usefixtures("fresh_profile")
+def test_jax_auto_is_differentiated_through_an_engine_with_fast_transposes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without timed JAX steps, auto's derivatives go through ``shift``/``loop`` where XLA transposes its forward engine slowly."""
     import jax
+
+    rule = next(p for p in _calibration.COEFFICIENTS if "jax" not in _calibration.TRAINING_COEFFICIENTS.get(p, {}))
+    monkeypatch.setenv("MULTICONV_CPU_PROFILE", rule)
+    monkeypatch.setattr(_api, "_PLAN_CACHE", {})  # plans made under this profile stay here
 
     from multiconv.testing import reference_conv_vjp
 
