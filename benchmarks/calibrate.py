@@ -235,8 +235,9 @@ def measure(
             runners = {method: _runner(backend, case, method) for method in methods}
         times = _times(runners, x, w, cap)
         rows.append({**case, "spec": dataclasses.asdict(spec), "times": times})
-        best = min(times, key=times.__getitem__)
-        sys.stderr.write(f"\r{backend} {number}/{len(cases)} {case['name']}: best {best} {times[best] * 1e3:.3g} ms      ")
+        best = min(times, key=times.__getitem__, default=None)  # None: no engine to time (--methods, training)
+        done = f"best {best} {times[best] * 1e3:.3g} ms" if best else "nothing timed"
+        sys.stderr.write(f"\r{backend} {number}/{len(cases)} {case['name']}: {done}      ")
         sys.stderr.flush()
     sys.stderr.write("\n")
     return rows

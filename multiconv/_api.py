@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import operator
 import sys
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from multiconv import _dispatch
-from multiconv._spec import ARGUMENT_DEFAULTS, ConvSpec, make_spec
+from multiconv._spec import ARGUMENT_DEFAULTS, DEFAULT_ARGUMENTS, ConvSpec, Padding, make_spec
 
 if TYPE_CHECKING:
     from collections.abc import Hashable, Sequence
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 ArrayT = TypeVar("ArrayT")
 
 #: Every accepted ``padding`` form.
-Padding = Union[int, str, "Sequence[int]", "Sequence[tuple[int, int]]", "Sequence[int | tuple[int, int]]"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +51,7 @@ def _freeze(value: object) -> Hashable:
 
 
 #: The default objects themselves: a call whose arguments are these very objects gave none.
-_DEFAULT_VALUES = tuple(_DEFAULTS.values())
+_DEFAULT_VALUES = DEFAULT_ARGUMENTS
 
 
 def _key(spatial_dims: int | None, arguments: tuple[Any, ...], signatures: tuple[Hashable, ...]) -> Hashable:
@@ -210,16 +209,16 @@ def _entry_point(spatial_dims: int | None, name: str, doc: str) -> BatchConv:
         w: Any,
         bias: Any = None,
         *,
-        stride: int | Sequence[int] = stride_,  # type: ignore[assignment]
-        padding: Padding = padding_,  # type: ignore[assignment]
-        dilation: int | Sequence[int] = dilation_,  # type: ignore[assignment]
-        groups: int = groups_,  # type: ignore[assignment]
-        padding_mode: str = padding_mode_,  # type: ignore[assignment]
-        layout: str = layout_,  # type: ignore[assignment]
-        flip: bool = flip_,  # type: ignore[assignment]
-        method: str = method_,  # type: ignore[assignment]
-        backend: str | None = backend_,  # type: ignore[assignment]
-        workspace_limit: int | None = limit_,  # type: ignore[assignment]
+        stride: int | Sequence[int] = stride_,
+        padding: Padding = padding_,
+        dilation: int | Sequence[int] = dilation_,
+        groups: int = groups_,
+        padding_mode: str = padding_mode_,
+        layout: str = layout_,
+        flip: bool = flip_,
+        method: str = method_,
+        backend: str | None = backend_,
+        workspace_limit: int | None = limit_,
     ) -> ArrayT:
         arguments = (stride, padding, dilation, groups, padding_mode, layout, flip, method, backend, workspace_limit)
         if _torch_tracing(x):

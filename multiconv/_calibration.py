@@ -8,7 +8,7 @@ from typing import Final
 MACHINES: Final[dict[str, str]] = {
     "GenuineIntel": (
         "Intel(R) Xeon(R) Processor (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2; "
-        "timed: jax 2026-12-02, numpy 2026-12-05, torch-training 2026-12-05, torch 2026-12-05"
+        "timed: jax-training 2026-12-05, jax 2026-12-02, numpy 2026-12-05, torch-training 2026-12-05, torch 2026-12-05"
     ),
     "AuthenticAMD": (
         "AMD EPYC (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2; "
@@ -70,6 +70,12 @@ TRAINING_COEFFICIENTS: Final[dict[str, dict[str, dict[str, tuple[float, ...]]]]]
             "shift": (0, 6.291e-05, 0, 1.424e-11, 9.386e-10, 3.191e-09, 1.461e-09, 0, 0),
             "matmul": (0, 0.0001084, 1.167e-06, 1.424e-11, 6.29e-10, 3.009e-10, 0, 0, 0),
             "fft": (0.001403, 0, 0, 4.712e-12, 5.128e-09, 0, 0, 0, 0),
+        },
+        "jax": {
+            "shift": (3.307e-05, 0, 0, 4.265e-12, 2.993e-09, 0, 3.084e-10, 0, 0),
+            "matmul": (2.96e-05, 0, 0, 3.016e-12, 6.147e-09, 0, 0, 0, 0),
+            "loop": (0, 0.0003942, 0, 1.415e-11, 1.57e-09, 3.844e-09, 0, 0, 0),
+            "fft": (0, 0, 0, 1.449e-11, 7.739e-09, 0, 7.362e-10, 0, 0),
         },
     },
 }

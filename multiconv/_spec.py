@@ -11,7 +11,7 @@ import dataclasses
 import operator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple, Union
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
@@ -35,19 +35,29 @@ _INTEGER_PREFIXES: Final = ("int", "uint", "bool")
 #: Frameworks take stride, padding, dilation and groups as 32-bit ints at best.
 MAX_INT_ARGUMENT: Final = 2**31 - 1
 _PAIR: Final = 2
-#: The keyword arguments of ``batch_conv`` after the arrays, with their defaults, in order.
-ARGUMENT_DEFAULTS: Final[dict[str, object]] = {
-    "stride": 1,
-    "padding": 0,
-    "dilation": 1,
-    "groups": 1,
-    "padding_mode": "zeros",
-    "layout": "channels_first",
-    "flip": False,
-    "method": "auto",
-    "backend": None,
-    "workspace_limit": None,
-}
+#: What ``padding`` may be (see the contract).
+Padding = Union[int, str, "Sequence[int]", "Sequence[tuple[int, int]]", "Sequence[int | tuple[int, int]]"]
+
+
+class Arguments(NamedTuple):
+    """The keyword arguments of ``batch_conv`` after the arrays, in order, with their defaults."""
+
+    stride: int | Sequence[int] = 1
+    padding: Padding = 0
+    dilation: int | Sequence[int] = 1
+    groups: int = 1
+    padding_mode: str = "zeros"
+    layout: str = "channels_first"
+    flip: bool = False
+    method: str = "auto"
+    backend: str | None = None
+    workspace_limit: int | None = None
+
+
+#: The default objects themselves (``multiconv._api`` knows a call that gave no argument by them).
+DEFAULT_ARGUMENTS: Final = Arguments()
+#: The same by name.
+ARGUMENT_DEFAULTS: Final[dict[str, object]] = DEFAULT_ARGUMENTS._asdict()
 
 #: Default bound on an engine's scratch memory (bytes), on top of inputs and output.
 DEFAULT_WORKSPACE_LIMIT: Final = 256 * 2**20

@@ -221,8 +221,8 @@ def test_every_profile_models_every_engine_the_default_does() -> None:
         assert {b: set(m) for b, m in backends.items()} == {b: set(m) for b, m in default.items()}, profile
         timed = _calibration.TRAINING_COEFFICIENTS.get(profile, {})
         assert set(timed) <= {"torch", "jax"}, profile
-        for backend, methods in timed.items():
-            assert set(methods) == set(backends[backend]), (profile, backend)
+        for backend, methods in timed.items():  # the engines auto may train with (JAX's vmap: never on a CPU)
+            assert set(methods) == set(backends[backend]) - ({"vmap"} if backend == "jax" else set()), (profile, backend)
         if "torch" in timed:
             assert profile not in _cost.TORCH_TRAINING_FACTOR
         else:
@@ -352,8 +352,8 @@ def test_auto_trains_the_benchmark_shapes_within_10_percent_of_the_fastest_timed
 def test_timed_jax_steps_choose_the_engine_jax_differentiates_through(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a fit of timed JAX training steps, the tangent engine is the eligible one of least modelled step.
 
-    No profile has timed JAX steps yet (``calibrate.py --training`` can time them): a made-up
-    fit stands in, in which each engine's step costs what its ``fixed`` coefficient says.
+    A made-up fit stands in for the stored one, in which each engine's step costs what its
+    ``fixed`` coefficient says.
     """
     profile = _cost.DEFAULT_PROFILE
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
