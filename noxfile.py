@@ -110,7 +110,7 @@ def tests(session: nox.Session) -> None:
     """The test suite on NumPy, PyTorch and JAX (a missing backend fails the run), with branch coverage >= 95%."""
     session.install(*CONSTRAINTS, ".[all,bench]", *nox.project.dependency_groups(PYPROJECT, "test", "coverage"))
     # xdist_group marks keep a module's shared fixture on one worker; `-- -p no:xdist` runs one
-    # process (-n needs the plugin), and a later `-n N` overrides this one
+    # process (-n needs the plugin); otherwise `-- -n N` overrides TEST_WORKERS
     serial = any("no:xdist" in arg for arg in session.posargs)
     workers = () if serial else ("-n", TEST_WORKERS, "--dist", "loadgroup")
     session.run("pytest", "-m", "not slow", *workers, "--cov", "--cov-report=term", *session.posargs, env=ALL_BACKENDS)

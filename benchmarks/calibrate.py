@@ -511,6 +511,26 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def refit(backends: list[str], profile: str, data: Path) -> None:
+    """Fit every stored kind of timing (forward calls; training steps where timed) of ``backends`` and write the module."""
+    calibration = importlib.import_module("multiconv._calibration")
+    coefficients = {name: dict(tables) for name, tables in calibration.COEFFICIENTS.items()}
+    training = {name: dict(tables) for name, tables in calibration.TRAINING_COEFFICIENTS.items()}
+    machines = dict(calibration.MACHINES)
+    for backend in backends:
+        for kind, table in ((False, coefficients), (True, training)):
+            path = timings_path(data, backend, training=kind)
+            if kind and not path.exists():
+                continue
+            if not path.exists():
+                raise SystemExit(f"{path} is missing: time {backend}'s forward calls first (calibrate.py --backends {backend})")
+            rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+            fitted = table.setdefault(profile, {})[backend] = fit(backend, rows, profile, training=kind)
+            report(backend, rows, fitted, " training" if kind else "")
+    machines[profile] = _describe(data)
+    write_module(coefficients, training, machines)
+
+
 def timings_path(data: Path, backend: str, *, training: bool) -> Path:
     """Where a profile's timings of ``backend`` (forward calls, or training steps) are stored."""
     return data / f"{backend}{'-training' if training else ''}.json"
@@ -569,20 +589,7 @@ def main() -> int:
                 check=True,
                 env={**importlib.import_module("multiconv._bench").ALLOCATOR_ENV, **os.environ},  # the benchmark's allocator
             )
-    calibration = importlib.import_module("multiconv._calibration")
-    coefficients = {name: dict(backends) for name, backends in calibration.COEFFICIENTS.items()}
-    training = {name: dict(backends) for name, backends in calibration.TRAINING_COEFFICIENTS.items()}
-    machines = dict(calibration.MACHINES)
-    for backend in backends:  # every stored kind of timing is refitted
-        for kind, table in ((False, coefficients), (True, training)):
-            path = timings_path(data, backend, training=kind)
-            if kind and not path.exists():
-                continue
-            rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
-            fitted = table.setdefault(profile, {})[backend] = fit(backend, rows, profile, training=kind)
-            report(backend, rows, fitted, " training" if kind else "")
-    machines[profile] = _describe(data)
-    write_module(coefficients, training, machines)
+    refit(backends, profile, data)
     print(f"wrote {MODULE.relative_to(ROOT)}")
     return 0
 

@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 
 ArrayT = TypeVar("ArrayT")
 
-#: Every accepted ``padding`` form.
-
 
 @dataclasses.dataclass(frozen=True)
 class Plan:

@@ -103,7 +103,7 @@ GPU_FFT_TAPS: Final = 64
 FFT_MIN_TAPS: Final = 32
 #: XLA compiles one dot per kernel tap for a non-depthwise ``shift``: beyond this many taps it is not considered.
 JAX_SHIFT_MAX_TAPS: Final = 32
-#: JAX differentiates ``auto`` through ``loop`` up to this batch (its transposes grow with it).
+#: The rule (no timed JAX steps): JAX differentiates ``auto`` through ``loop`` up to this batch (its transposes grow with it).
 JAX_LOOP_TANGENT_MAX_BATCH: Final = 16
 #: JAX's ``loop`` compiles one convolution per sample: beyond this batch it is not considered.
 JAX_LOOP_MAX_BATCH: Final = 256
@@ -233,12 +233,13 @@ def estimate_training(backend: str, spec: ConvSpec, method: str) -> float:
     """Modelled seconds of one training step of ``method``: the output and the gradients of ``x`` and ``w``.
 
     The fit of timed training steps (``TRAINING_COEFFICIENTS``) where :func:`cpu_profile`
-    has one for ``backend``, else the forward's estimate times :func:`training_factor`.
+    has one for ``backend`` and ``method``, else the forward's estimate times
+    :func:`training_factor` (PyTorch; 1 for JAX).
     """
-    fitted = TRAINING_COEFFICIENTS.get(cpu_profile(), {}).get(backend)
-    if fitted is None:
-        return estimate(backend, spec, method) * training_factor(spec, method)
-    return sum(c * f for c, f in zip(fitted[method], features(spec, method, backend), strict=True))
+    coefficients = TRAINING_COEFFICIENTS.get(cpu_profile(), {}).get(backend, {}).get(method)
+    if coefficients is None:
+        return estimate(backend, spec, method) * (training_factor(spec, method) if backend == "torch" else 1.0)
+    return sum(c * f for c, f in zip(coefficients, features(spec, method, backend), strict=True))
 
 
 def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
@@ -278,9 +279,12 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
     """The engine JAX differentiates ``method="auto"`` through on CPU, when it is not the forward's.
 
     Where :func:`cpu_profile` has timed JAX training steps (``TRAINING_COEFFICIENTS``):
-    the engine whose modelled training step is the least, among those ``auto`` considers
-    (:func:`eligible`) whose workspace fits.  ``None``: differentiate the forward engine
-    itself.
+    the engine whose modelled training step is the least, among those timed that ``auto``
+    considers (:func:`eligible`) and whose workspace fits.  ``None``: differentiate the
+    forward engine itself.  The model is of each engine's whole step, its own forward
+    included, while ``auto`` runs the forward engine's forward and the tangent engine's
+    derivatives; on the benchmark's shapes the two differ little (every forward engine
+    but ``loop`` and ``fft`` is among the fastest at both).
 
     Elsewhere, a rule.  Measured (docs/benchmarks.md, training rows): XLA's CPU transposes of ``loop``
     (per-sample convolutions) grow with the batch, and ``matmul``'s stay slower than
@@ -293,8 +297,9 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
     if backend != "jax" or accelerator:
         return None
     itemsize = 4 * _ITEM_SCALE[spec.dtype]
-    if backend in TRAINING_COEFFICIENTS.get(cpu_profile(), {}):
-        methods = [m for m in COEFFICIENTS[cpu_profile()][backend] if eligible(backend, spec, m) and _fits(spec, m, itemsize)]
+    timed = TRAINING_COEFFICIENTS.get(cpu_profile(), {}).get(backend)
+    if timed is not None:
+        methods = [m for m in timed if eligible(backend, spec, m) and _fits(spec, m, itemsize)]
         tangent = min(methods or ["shift"], key=lambda m: estimate_training(backend, spec, m))
         return None if tangent == spec.method else tangent
     if math.prod(spec.kernel) >= FFT_MIN_TAPS:  # the forward's rule: FFT only for long kernels

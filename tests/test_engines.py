@@ -262,16 +262,28 @@ def test_the_calibration_is_the_fit_of_the_stored_timings(profile: str) -> None:
     assert timed == sorted(f"{backend}-training.json" for backend in _calibration.TRAINING_COEFFICIENTS.get(profile, {}))
 
 
-def test_calibrating_a_cpu_measured_for_the_first_time_fits_the_forward_alone() -> None:
+def test_calibrating_a_cpu_measured_for_the_first_time_fits_the_forward_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """A new vendor has neither timed training steps nor training factors: its PyTorch fit ranks forward calls only.
 
     Its training choice is then the forward's (:func:`multiconv._cost.training_factor` is 1)
     until ``calibrate.py --training`` times its steps.
     """
     calibrate = calibrate_script()
-    timed = next(p for p in _calibration.TRAINING_COEFFICIENTS if "torch" in _calibration.TRAINING_COEFFICIENTS[p])
-    rows = stored_timings(timed, "torch")
-    assert calibrate.fit("torch", rows, "HygonGenuine") == calibrate.fit("torch", rows, timed)  # the forward alone, both
+    factored = next(p for p in _calibration.COEFFICIENTS if p in _cost.TORCH_TRAINING_FACTOR)
+    rows = stored_timings(factored, "torch")
+    consulted: list[str | None] = []
+
+    def spy(spec: Any, method: str, profile: str | None = None) -> float:
+        consulted.append(profile)
+        return real(spec, method, profile)
+
+    real = _cost.training_factor
+    monkeypatch.setattr(_cost, "training_factor", spy)
+    calibrate.fit("torch", rows, "HygonGenuine")
+    assert consulted == []  # the forward alone
+    calibrate.fit("torch", rows, factored)
+    assert set(consulted) == {factored}  # its training choice weighs in the choice of fit
+    monkeypatch.undo()
     spec = _api.plan(np.ones((4, 3, 16)), np.ones((4, 5, 3, 3))).spec
     assert _cost.training_factor(spec, "grouped", "HygonGenuine") == 1.0
 
