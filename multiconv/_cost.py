@@ -283,8 +283,7 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
     considers (:func:`eligible`) and whose workspace fits.  ``None``: differentiate the
     forward engine itself.  The model is of each engine's whole step, its own forward
     included, while ``auto`` runs the forward engine's forward and the tangent engine's
-    derivatives; on the benchmark's shapes the two differ little (every forward engine
-    but ``loop`` and ``fft`` is among the fastest at both).
+    derivatives (the benchmark's training rows time what ``auto`` runs).
 
     Elsewhere, a rule.  Measured (docs/benchmarks.md, training rows): XLA's CPU transposes of ``loop``
     (per-sample convolutions) grow with the batch, and ``matmul``'s stay slower than
