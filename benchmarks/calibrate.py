@@ -151,35 +151,18 @@ def _runner(backend: str, case: dict[str, Any], method: str) -> Any:
     return lambda x, w: multiconv.batch_conv(x, w, **kwargs)
 
 
-def _training_runner(backend: str, case: dict[str, Any], method: str, x: Any, w: Any) -> Any:
+def _training_runner(framework: Any, case: dict[str, Any], method: str, x: Any, w: Any) -> Any:
     """One training step of ``method``: the output and the gradients for ``x`` and ``w`` of ``sum(y * g)``.
 
-    As the benchmark's training rows time it (``multiconv._bench``): PyTorch autograd on
-    fresh leaves; JAX ``jax.vjp`` under ``jax.jit`` with the cotangent an argument and the
-    output returned with the gradients.
+    The benchmark's own step (``multiconv._bench.Framework.train``: PyTorch autograd on
+    fresh leaves; JAX ``jax.vjp`` under ``jax.jit``), waited for.
     """
     multiconv = importlib.import_module("multiconv")
     kwargs = {**case["kwargs"], "method": method}
     shape = multiconv.batch_conv(x, w, **kwargs).shape
     g = np.random.default_rng(1).standard_normal(shape).astype(case["dtype"])
-    if backend == "jax":
-        jax = importlib.import_module("jax")
-
-        def vjp_step(x: Any, w: Any, g: Any) -> Any:
-            y, pullback = jax.vjp(lambda x, w: multiconv.batch_conv(x, w, **kwargs), x, w)
-            return (y, *pullback(g))
-
-        compiled, cotangent = jax.jit(vjp_step), importlib.import_module("jax.numpy").asarray(g)
-        return lambda x, w: jax.block_until_ready(compiled(x, w, cotangent))
-    torch = importlib.import_module("torch")
-    cotangent = torch.from_numpy(g)
-
-    def step(x: Any, w: Any) -> Any:
-        x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
-        y = multiconv.batch_conv(x, w, **kwargs)
-        return (y.detach(), *torch.autograd.grad(y, (x, w), cotangent))
-
-    return step
+    step = framework.train(lambda x, w: multiconv.batch_conv(x, w, **kwargs), framework.convert(g))
+    return lambda x, w: framework.sync(step(x, w))
 
 
 def _block(fn: Any, x: Any, w: Any) -> float:
@@ -224,13 +207,14 @@ def measure(
         importlib.import_module("jax").config.update("jax_enable_x64", True)  # noqa: FBT003
     api, cost = importlib.import_module("multiconv._api"), importlib.import_module("multiconv._cost")
     methods = methods or list(importlib.import_module(f"multiconv.backends.{backend}").METHODS)
+    framework = importlib.import_module("multiconv._bench").framework(backend) if training else None
     rows = []
     for number, case in enumerate(cases, 1):
         x, w = _arrays(case, backend)
         spec = api.plan(x, w, **case["kwargs"]).spec
         if training:  # only the engines auto may train with (JAX's vmap or a 257-tap shift would take minutes)
             usable = [method for method in methods if cost.eligible(backend, spec, method)]
-            runners = {method: _training_runner(backend, case, method, x, w) for method in usable}
+            runners = {method: _training_runner(framework, case, method, x, w) for method in usable}
         else:
             runners = {method: _runner(backend, case, method) for method in methods}
         times = _times(runners, x, w, cap)
@@ -319,12 +303,6 @@ def _case_weights(rows: list[dict[str, Any]]) -> np.ndarray:
     return np.array([1.0 if row["name"].startswith("grid") else BENCHMARK_WEIGHT for row in rows])
 
 
-def _estimate(backend: str, spec: Any, coefficients: tuple[float, ...], method: str) -> float:
-    """``multiconv._cost.estimate`` with these coefficients."""
-    features = importlib.import_module("multiconv._cost").features(spec, method, backend)
-    return float(sum(c * f for c, f in zip(coefficients, features, strict=True)))
-
-
 def regrets(
     backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tuple[float, ...]], training: str | None = None
 ) -> list[tuple[str, str, float]]:
@@ -341,7 +319,7 @@ def regrets(
         eligible = [m for m in row["times"] if cost.eligible(backend, spec, m)]
         scale = {m: cost.training_factor(spec, m, training) if training else 1.0 for m in eligible}
         times = {m: row["times"][m] * scale[m] for m in eligible}
-        predicted = {m: scale[m] * _estimate(backend, spec, coefficients[m], m) for m in eligible}
+        predicted = {m: scale[m] * cost.modelled(coefficients[m], backend, spec, m) for m in eligible}
         picked = min(predicted, key=predicted.__getitem__)
         best = min(times, key=times.__getitem__)
         picks.append((picked, best, times[picked] / times[best]))
@@ -362,7 +340,7 @@ def _inversions(backend: str, rows: list[dict[str, Any]], coefficients: dict[str
         spec = _spec(row)
         engines = [m for m in row["times"] if cost.eligible(backend, spec, m)]
         times = np.array([row["times"][m] for m in engines])
-        predicted = np.array([_estimate(backend, spec, coefficients[m], m) for m in engines])
+        predicted = np.array([cost.modelled(coefficients[m], backend, spec, m) for m in engines])
         scales = [np.ones(len(engines))]
         if factors:
             scales.append(np.array([cost.training_factor(spec, m, factors) for m in engines]))

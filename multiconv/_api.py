@@ -48,17 +48,13 @@ def _freeze(value: object) -> Hashable:
     return (kind, value)
 
 
-#: The default objects themselves: a call whose arguments are these very objects gave none.
-_DEFAULT_VALUES = DEFAULT_ARGUMENTS
-
-
 def _key(spatial_dims: int | None, arguments: tuple[Any, ...], signatures: tuple[Hashable, ...]) -> Hashable:
     """The plan cache's key: the arguments with their types (so that ``True``, ``1`` and ``1.0`` differ).
 
     A call that gave no argument (each is its default object, not only equal to it) keys
     by the arrays alone.  :func:`_entry_point` spells the same keys inline.
     """
-    if all(map(operator.is_, arguments, _DEFAULT_VALUES)):
+    if all(map(operator.is_, arguments, DEFAULT_ARGUMENTS)):
         return spatial_dims, signatures
     return spatial_dims, tuple(map(type, arguments)), arguments, signatures
 
@@ -200,7 +196,7 @@ def _entry_point(spatial_dims: int | None, name: str, doc: str) -> BatchConv:
     # which ten identity tests recognise (README call, NumPy: 4.43 -> 3.99 us, median of five
     # process pairs, against keying all ten by value and type; a call that gives some pays
     # the tests, about 0.02 us).
-    stride_, padding_, dilation_, groups_, padding_mode_, layout_, flip_, method_, backend_, limit_ = _DEFAULT_VALUES
+    stride_, padding_, dilation_, groups_, padding_mode_, layout_, flip_, method_, backend_, limit_ = DEFAULT_ARGUMENTS
 
     def entry(
         x: ArrayT,

@@ -687,6 +687,13 @@ def _jax_framework() -> Framework:
 _FRAMEWORKS: Final[dict[str, Callable[[], Framework]]] = {"numpy": _numpy_framework, "torch": _torch_framework, "jax": _jax_framework}
 
 
+def framework(name: str) -> Framework:
+    """The harness's view of the framework ``name`` (``benchmarks/calibrate.py`` times training steps with it too)."""
+    if name not in _FRAMEWORKS:
+        raise ValueError(f"backend={name!r} is not one of {', '.join(_FRAMEWORKS)}")
+    return _FRAMEWORKS[name]()
+
+
 #: glibc's allocator for every backend's process, unless the caller's environment sets it.
 #: By default glibc serves a buffer above its *dynamic* mmap threshold with fresh pages
 #: (a page fault per 4 KiB, every call) and raises the threshold to the largest such
@@ -1025,14 +1032,12 @@ def run_backend(
     """
     started = time.perf_counter()
     settings = settings or Settings()
-    if name not in _FRAMEWORKS:
-        raise ValueError(f"backend={name!r} is not one of {', '.join(_FRAMEWORKS)}")
+    fw = framework(name)
     table = QUICK_SHAPES if settings.quick else SHAPES
     names = list(shapes) if shapes else list(table)
     unknown = [s for s in names if s not in table]
     if unknown:
         raise ValueError(f"unknown shape(s) {', '.join(unknown)}; expected some of {', '.join(table)}")
-    fw = _FRAMEWORKS[name]()
     machine = machine_info(fw)
     cases = [table[s] for s in names]
     candidate_lists = [fw.candidates(case, Geometry.of(case)) for case in cases]

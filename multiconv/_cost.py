@@ -89,6 +89,8 @@ from multiconv._algorithms import DIRECT_ENGINES, fft_blocks, workspace_elements
 from multiconv._calibration import COEFFICIENTS, MACHINES, TRAINING_COEFFICIENTS
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from multiconv._spec import ConvSpec
 
 FEATURES: Final = ("fixed", "calls", "products", "gemm", "copies", "wide_copies", "elementwise", "fft", "unblocked_copies")
@@ -223,10 +225,14 @@ def features(spec: ConvSpec, method: str, backend: str = "numpy") -> tuple[float
     return (1.0, float(folded), float(b * g), flops * gemm, items * copies, (items - 1) * copies, 0.0, 0.0, items * copies * unblocked)
 
 
+def modelled(coefficients: tuple[float, ...], backend: str, spec: ConvSpec, method: str) -> float:
+    """Seconds the model with ``coefficients`` gives ``method`` on ``spec``: their sum over :func:`features`."""
+    return sum(c * f for c, f in zip(coefficients, features(spec, method, backend), strict=True))
+
+
 def estimate(backend: str, spec: ConvSpec, method: str) -> float:
     """Modelled seconds of ``method`` on ``spec`` (CPU coefficients of ``backend`` for :func:`cpu_profile`)."""
-    coefficients = COEFFICIENTS[cpu_profile()][backend][method]
-    return sum(c * f for c, f in zip(coefficients, features(spec, method, backend), strict=True))
+    return modelled(COEFFICIENTS[cpu_profile()][backend][method], backend, spec, method)
 
 
 def estimate_training(backend: str, spec: ConvSpec, method: str) -> float:
@@ -239,7 +245,7 @@ def estimate_training(backend: str, spec: ConvSpec, method: str) -> float:
     coefficients = TRAINING_COEFFICIENTS.get(cpu_profile(), {}).get(backend, {}).get(method)
     if coefficients is None:
         return estimate(backend, spec, method) * (training_factor(spec, method) if backend == "torch" else 1.0)
-    return sum(c * f for c, f in zip(coefficients, features(spec, method, backend), strict=True))
+    return modelled(coefficients, backend, spec, method)
 
 
 def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
@@ -263,13 +269,18 @@ def _fits(spec: ConvSpec, method: str, itemsize: int) -> bool:
     return workspace_elements(spec, method, 1) * itemsize <= spec.workspace_limit
 
 
+def _candidates(backend: str, spec: ConvSpec, methods: Iterable[str]) -> list[str]:
+    """The ``methods`` ``auto`` may run on ``spec``: :func:`eligible` ones whose workspace fits, else ``shift``."""
+    itemsize = 4 * _ITEM_SCALE[spec.dtype]
+    return [m for m in methods if eligible(backend, spec, m) and _fits(spec, m, itemsize)] or ["shift"]
+
+
 def choose(backend: str, spec: ConvSpec, methods: tuple[str, ...], *, accelerator: bool = False) -> str:
     """The engine ``method="auto"`` runs: the least modelled time among those whose workspace fits."""
     direct = next(m for m in methods if m in DIRECT_ENGINES)
     if accelerator:
         return "fft" if math.prod(spec.kernel) >= GPU_FFT_TAPS else direct
-    itemsize = 4 * _ITEM_SCALE[spec.dtype]
-    fitting = [m for m in methods if eligible(backend, spec, m) and _fits(spec, m, itemsize)] or ["shift"]
+    fitting = _candidates(backend, spec, methods)
     if spec.training and backend == "torch":
         return min(fitting, key=lambda m: estimate_training(backend, spec, m))
     return min(fitting, key=lambda m: estimate(backend, spec, m))
@@ -295,11 +306,9 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
     """
     if backend != "jax" or accelerator:
         return None
-    itemsize = 4 * _ITEM_SCALE[spec.dtype]
     timed = TRAINING_COEFFICIENTS.get(cpu_profile(), {}).get(backend)
     if timed is not None:
-        methods = [m for m in timed if eligible(backend, spec, m) and _fits(spec, m, itemsize)]
-        tangent = min(methods or ["shift"], key=lambda m: estimate_training(backend, spec, m))
+        tangent = min(_candidates(backend, spec, timed), key=lambda m: estimate_training(backend, spec, m))
         return None if tangent == spec.method else tangent
     if math.prod(spec.kernel) >= FFT_MIN_TAPS:  # the forward's rule: FFT only for long kernels
         tangent = "fft"
@@ -307,4 +316,4 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
         tangent = "loop"
     else:
         tangent = "shift"
-    return None if tangent == spec.method or not _fits(spec, tangent, itemsize) else tangent
+    return None if tangent == spec.method or not _fits(spec, tangent, 4 * _ITEM_SCALE[spec.dtype]) else tangent

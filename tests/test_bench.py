@@ -230,7 +230,7 @@ def test_bench_usage_errors_return_2(argv: list[str], capsys: pytest.CaptureFixt
 def test_a_training_step_computes_the_output_with_the_gradients(name: str) -> None:
     """A step returns ``y`` with the gradients: a bilinear map's gradients do not use ``y``, and a
     compiled step that dropped it (XLA removes unused work) would time the backward alone."""
-    fw = _bench._FRAMEWORKS[name]()
+    fw = _bench.framework(name)
     rng = np.random.default_rng(3)
     x_np, w_np = rng.standard_normal((3, 2, 9)).astype(np.float32), rng.standard_normal((3, 4, 2, 3)).astype(np.float32)
     g_np = rng.standard_normal((3, 4, 7)).astype(np.float32)

@@ -244,8 +244,8 @@ def calibrate_script() -> Any:
 
 
 def stored_timings(profile: str, backend: str, *, training: bool = False) -> list[dict[str, Any]]:
-    name = f"{backend}-training.json" if training else f"{backend}.json"
-    rows: list[dict[str, Any]] = json.loads((BENCHMARKS / "calibration" / profile / name).read_text(encoding="utf-8"))["rows"]
+    path = calibrate_script().timings_path(BENCHMARKS / "calibration" / profile, backend, training=training)
+    rows: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))["rows"]
     return rows
 
 
