@@ -141,14 +141,12 @@ def _arrays(case: dict[str, Any], backend: str) -> tuple[Any, Any]:
     return x, w
 
 
-def _runner(backend: str, case: dict[str, Any], method: str) -> Any:
+def _runner(framework: Any, case: dict[str, Any], method: str) -> Any:
+    """One call of ``method``, as the benchmark times it (``multiconv._bench.Framework.compile``), waited for."""
     multiconv = importlib.import_module("multiconv")
     kwargs = {**case["kwargs"], "method": method}
-    if backend == "jax":
-        jax = importlib.import_module("jax")
-        jitted = jax.jit(lambda x, w: multiconv.batch_conv(x, w, **kwargs))
-        return lambda x, w: jitted(x, w).block_until_ready()
-    return lambda x, w: multiconv.batch_conv(x, w, **kwargs)
+    compiled = framework.compile(lambda x, w: multiconv.batch_conv(x, w, **kwargs))
+    return lambda x, w: framework.sync(compiled(x, w))
 
 
 def _training_runner(framework: Any, case: dict[str, Any], method: str, x: Any, w: Any) -> Any:
@@ -207,7 +205,7 @@ def measure(
         importlib.import_module("jax").config.update("jax_enable_x64", True)  # noqa: FBT003
     api, cost = importlib.import_module("multiconv._api"), importlib.import_module("multiconv._cost")
     methods = methods or list(importlib.import_module(f"multiconv.backends.{backend}").METHODS)
-    framework = importlib.import_module("multiconv._bench").framework(backend) if training else None
+    framework = importlib.import_module("multiconv._bench").framework(backend)
     rows = []
     for number, case in enumerate(cases, 1):
         x, w = _arrays(case, backend)
@@ -216,7 +214,7 @@ def measure(
             usable = [method for method in methods if cost.eligible(backend, spec, method)]
             runners = {method: _training_runner(framework, case, method, x, w) for method in usable}
         else:
-            runners = {method: _runner(backend, case, method) for method in methods}
+            runners = {method: _runner(framework, case, method) for method in methods}
         times = _times(runners, x, w, cap)
         rows.append({**case, "spec": dataclasses.asdict(spec), "times": times})
         best = min(times, key=times.__getitem__, default=None)  # None: no engine to time (--methods, training)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full benchmark: every installed backend, every shape, 7 interleaved rounds.
+# The full benchmark: every installed backend, every shape, 11 interleaved rounds.
 # Takes minutes per backend; run it on an otherwise idle machine.
 #
 # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for this command only, so that

@@ -132,7 +132,7 @@ TOLERANCES: Final = {"float32": 1e-3, "float64": 1e-9}
 class Settings:
     """How long to measure: rounds, the target length of one block of calls, the slow-candidate cap."""
 
-    rounds: int = 7
+    rounds: int = 11
     block_seconds: float = 0.05
     time_cap: float = 2.0
     gemm_size: int = 1024
@@ -475,6 +475,10 @@ def _jax_candidates(case: Case, geo: Geometry) -> list[Candidate]:
 # --------------------------------------------------------------------------- frameworks
 
 
+def _as_is(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    return fn
+
+
 @dataclass(frozen=True)
 class Framework:
     """What the harness needs of one framework: conversion, sync, GEMM, memory, candidates."""
@@ -492,6 +496,8 @@ class Framework:
     details: dict[str, Any]
     #: ``train(fn, g)``: a training step, forward and backward: ``(y, grad_x, grad_w)`` of ``sum(y * g)``; None without autodiff.
     train: Callable[[Callable[[Any, Any], Any], Any], Callable[[Any, Any], Any]] | None = None
+    #: ``compile(fn)``: ``fn`` as the harness times it (``jax.jit`` for JAX, ``fn`` itself elsewhere).
+    compile: Callable[[Callable[[Any, Any], Any]], Callable[[Any, Any], Any]] = _as_is
 
 
 def _no_sync(_: object) -> None:
@@ -677,6 +683,7 @@ def _jax_framework() -> Framework:
         sync=jax.block_until_ready,
         candidates=_jax_candidates,
         train=train,
+        compile=jax.jit,
         gemm=gemm,
         peak_memory=peak_memory,
         dtype_context=dtype_context,
@@ -1453,7 +1460,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--shapes", type=_names, default=None, metavar="LIST", help=f"comma-separated shapes (default: all of {', '.join(SHAPES)})"
     )
     parser.add_argument(
-        "--rounds", type=positive_int, default=None, metavar="N", help="interleaved timing rounds (default: 7; 2 with --quick)"
+        "--rounds", type=positive_int, default=None, metavar="N", help="interleaved timing rounds (default: 11; 2 with --quick)"
     )
     parser.add_argument("--quick", action="store_true", help="scaled-down shapes and short blocks (for tests and smoke runs)")
     parser.add_argument(

@@ -243,6 +243,22 @@ def calibrate_script() -> Any:
     return calibrate
 
 
+@pytest.mark.parametrize(
+    ("backend", "training"), [(b, False) for b in BACKENDS] + [(b, True) for b in BACKENDS if b != "numpy"]
+)  # NumPy has no autodiff: no training steps
+def test_calibrate_times_every_engine_auto_may_use(backend: str, training: bool) -> None:
+    """``calibrate.py``'s measurement: a finite, positive time for every engine (training: every engine ``auto`` may train with)."""
+    calibrate = calibrate_script()
+    kwargs = {"groups": 2, "padding": "same"}
+    case: dict[str, Any] = {"name": "tiny", "x": [3, 4, 10], "w": [3, 6, 2, 3], "kwargs": kwargs, "dtype": "float32"}
+    (row,) = calibrate.measure(backend, [case], cap=1.0, training=training)
+    methods = list(importlib.import_module(f"multiconv.backends.{backend}").METHODS)
+    spec = _api.plan(*(as_backend(np.ones(case[k], np.float32), backend) for k in ("x", "w")), **case["kwargs"]).spec
+    expected = [m for m in methods if _cost.eligible(backend, spec, m)] if training else methods
+    assert sorted(row["times"]) == sorted(expected)
+    assert all(0 < t < math.inf for t in row["times"].values()), row["times"]
+
+
 def stored_timings(profile: str, backend: str, *, training: bool = False) -> list[dict[str, Any]]:
     path = calibrate_script().timings_path(BENCHMARKS / "calibration" / profile, backend, training=training)
     rows: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))["rows"]
