@@ -239,6 +239,11 @@ class Candidate:
     reason: str = ""  # why it is "n/a" (fn is None)
 
 
+def _as_is(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """``fn`` itself: how NumPy and PyTorch candidates are timed (JAX's are jitted)."""
+    return fn
+
+
 def _multiconv_candidates(
     backend: str, case: Case, wrap: Callable[[Callable[[Any, Any], Any]], Callable[[Any, Any], Any]]
 ) -> list[Candidate]:
@@ -327,7 +332,7 @@ def _numpy_candidates(case: Case, geo: Geometry) -> list[Candidate]:
         "einsum-windows": lambda: functools.partial(_np_einsum_windows, geo=geo),
         "im2col-matmul": lambda: functools.partial(_np_im2col, geo=geo),
     }
-    return _with_baselines(_multiconv_candidates("numpy", case, lambda f: f), baselines)
+    return _with_baselines(_multiconv_candidates("numpy", case, _as_is), baselines)
 
 
 # ----- PyTorch baselines
@@ -406,7 +411,7 @@ def _torch_candidates(case: Case, geo: Geometry) -> list[Candidate]:  # noqa: C9
         "unfold+bmm": lambda: unfold_bmm,
         "einsum-windows": lambda: einsum_windows,
     }
-    return _with_baselines(_multiconv_candidates("torch", case, lambda f: f), baselines)
+    return _with_baselines(_multiconv_candidates("torch", case, _as_is), baselines)
 
 
 # ----- JAX baselines
@@ -473,10 +478,6 @@ def _jax_candidates(case: Case, geo: Geometry) -> list[Candidate]:
 
 
 # --------------------------------------------------------------------------- frameworks
-
-
-def _as_is(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    return fn
 
 
 @dataclass(frozen=True)

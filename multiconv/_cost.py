@@ -264,15 +264,14 @@ def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
     return not (backend == "jax" and method == "vmap")
 
 
-def _fits(spec: ConvSpec, method: str, itemsize: int) -> bool:
-    """Whether one sample's workspace fits ``spec.workspace_limit``."""
-    return workspace_elements(spec, method, 1) * itemsize <= spec.workspace_limit
+def _fits(spec: ConvSpec, method: str) -> bool:
+    """Whether one sample's workspace (of the compute dtype) fits ``spec.workspace_limit``."""
+    return workspace_elements(spec, method, 1) * 4 * _ITEM_SCALE[spec.dtype] <= spec.workspace_limit
 
 
 def _candidates(backend: str, spec: ConvSpec, methods: Iterable[str]) -> list[str]:
     """The ``methods`` ``auto`` may run on ``spec``: :func:`eligible` ones whose workspace fits, else ``shift``."""
-    itemsize = 4 * _ITEM_SCALE[spec.dtype]
-    return [m for m in methods if eligible(backend, spec, m) and _fits(spec, m, itemsize)] or ["shift"]
+    return [m for m in methods if eligible(backend, spec, m) and _fits(spec, m)] or ["shift"]
 
 
 def choose(backend: str, spec: ConvSpec, methods: tuple[str, ...], *, accelerator: bool = False) -> str:
@@ -316,4 +315,4 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
         tangent = "loop"
     else:
         tangent = "shift"
-    return None if tangent == spec.method or not _fits(spec, tangent, 4 * _ITEM_SCALE[spec.dtype]) else tangent
+    return None if tangent == spec.method or not _fits(spec, tangent) else tangent
