@@ -19,8 +19,9 @@ order; an engine whose first timed call takes over ``--cap`` seconds is timed by
 one call.  With ``--training`` the timed call is a training step instead, as the
 benchmark's training rows time it: the output and the gradients for ``x`` and ``w``
 (PyTorch autograd; ``jax.vjp`` under ``jax.jit``).  Measuring processes run with the
-benchmark's allocator settings (``multiconv._bench.ALLOCATOR_ENV``; the forward timings
-stored before 2026-12-05 ran without them).  The raw timings go to
+benchmark's allocator settings (``multiconv._bench.ALLOCATOR_ENV``; the Intel timings stored
+on 2026-12-05 evening ran under its warm heap, 256 MiB / 512 MiB, earlier ones under fixed
+32 MiB / 64 MiB thresholds, the forward timings before 2026-12-05 under glibc's defaults).  The raw timings go to
 ``benchmarks/calibration/<profile>/<backend>.json`` (training steps:
 ``<backend>-training.json``), where the profile is this CPU's vendor
 (``multiconv._cost.cpu_profile``: ``GenuineIntel``, ``AuthenticAMD``): each vendor

@@ -53,6 +53,9 @@ def _mark(ok: bool | None) -> str:
 
 
 #: (backend, engine) -> the hand-written baselines that run the same algorithm.
+#: A run whose mmap threshold is at least this kept its buffers in the heap (a "warm" allocator).
+WARM_HEAP = 256 * 2**20
+
 SAME_ALGORITHM: dict[tuple[str, str], frozenset[str]] = {
     ("torch", "grouped"): frozenset({"groups=B", "torch.func.vmap"}),  # functorch batches a conv into a grouped one
     ("jax", "loop"): frozenset({"loop"}),
@@ -250,6 +253,26 @@ def _allocator(machine: dict[str, Any], name: str) -> str:
     return "unset" if value is None else f"{int(value) / 2**20:g} MiB"
 
 
+def _allocator_line(machine: dict[str, Any]) -> str:
+    """The Markdown line on the run's allocator settings: the warm heap of today's runs, or the fixed 32 MiB of earlier ones."""
+    mmap, trim = _allocator(machine, "MALLOC_MMAP_THRESHOLD_"), _allocator(machine, "MALLOC_TRIM_THRESHOLD_")
+    value = machine.get("env", {}).get("MALLOC_MMAP_THRESHOLD_")
+    if value is not None and int(value) >= WARM_HEAP:
+        return (
+            f"- Allocator: every backend's process runs with glibc's mmap threshold at {mmap} and its trim threshold at "
+            f"{trim} (`multiconv._bench.ALLOCATOR_ENV`, the setting the README recommends): every buffer up to the "
+            "workspace bound stays in the heap. At glibc's 32 MiB / 64 MiB, some processes page-faulted 8 to 21 thousand "
+            "pages per call and others none, for the same code (PyTorch and JAX, `dense64`), which decided many rows."
+        )
+    return (
+        f"- Allocator: every backend's process runs with glibc's mmap threshold fixed at {mmap} and its trim threshold "
+        f"at {trim} (`multiconv._bench.ALLOCATOR_ENV`): the values glibc's own dynamic threshold reaches once a 32 MiB "
+        "buffer has been freed. Left dynamic, buffers of a few MiB were page-faulted afresh on every call until some larger "
+        "buffer had been freed, so a candidate's time depended on which ran before it (PyTorch's depthwise forward: 1.4 ms "
+        "in a fresh process, 0.40 ms after one backward)."
+    )
+
+
 def render(data: dict[str, Any], plot: str = "../benchmarks/results.png", notes: tuple[str, ...] = ()) -> str:
     """The Markdown page (``plot``: the PNG's path from the page; ``notes``: paragraphs after the machine list)."""
     first = next(iter(data["backends"].values()))["machine"]
@@ -279,14 +302,7 @@ def render(data: dict[str, Any], plot: str = "../benchmarks/results.png", notes:
             "rounds. JAX candidates (multiconv and baselines alike) run under `jax.jit`. Peak memory: tracemalloc "
             "(NumPy), the profiler's allocation events (PyTorch), XLA's memory analysis (JAX)."
         ),
-        (
-            "- Allocator: every backend's process runs with glibc's mmap threshold fixed at "
-            f"{_allocator(first, 'MALLOC_MMAP_THRESHOLD_')} and its trim threshold at {_allocator(first, 'MALLOC_TRIM_THRESHOLD_')} "
-            "(`multiconv._bench.ALLOCATOR_ENV`): the values glibc's own dynamic threshold reaches once a 32 MiB buffer has "
-            "been freed. Left dynamic, buffers of a few MiB were page-faulted afresh on every call until some larger buffer "
-            "had been freed, so a candidate's time depended on which ran before it (PyTorch's depthwise forward: 1.4 ms "
-            "in a fresh process, 0.40 ms after one backward)."
-        ),
+        _allocator_line(first),
         (
             "- The machine is a shared 2-core VM: times of one code path vary by 10-30% between runs, and ratios "
             "between identical code paths (auto and the engine it picks) scatter by about as much."

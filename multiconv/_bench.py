@@ -702,15 +702,21 @@ def framework(name: str) -> Framework:
     return _FRAMEWORKS[name]()
 
 
-#: glibc's allocator for every backend's process, unless the caller's environment sets it.
-#: By default glibc serves a buffer above its *dynamic* mmap threshold with fresh pages
-#: (a page fault per 4 KiB, every call) and raises the threshold to the largest such
-#: buffer freed so far, up to 32 MiB: so a candidate's time depended on which candidates
-#: ran before it (PyTorch's depthwise forward measured 1.4 ms before any backward had run
-#: in the process and 0.40 ms after).  These values are the state that threshold
-#: reaches on its own once a 32 MiB buffer has been freed (trim at twice it), fixed for
-#: every candidate; buffers above 32 MiB are still mapped afresh, as glibc always does.
-ALLOCATOR_ENV: Final = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(64 * 2**20)}
+#: glibc's allocator for every backend's process, unless the caller's environment sets it:
+#: the warm heap the README recommends for large convolutions (its "Speed" section).
+#: glibc serves a buffer above its mmap threshold with fresh pages (a page fault per
+#: 4 KiB, on every call), and it returns free memory above its trim threshold at the top
+#: of the heap, to be faulted in again by the next call.  Left dynamic, the threshold
+#: depends on what ran before (PyTorch's depthwise forward: 1.4 ms in a fresh process,
+#: 0.40 ms after one backward); fixed at the 32 MiB / 64 MiB it reaches on its own, one
+#: process still faulted 16-17 thousand pages per call and the next none (PyTorch,
+#: 64 samples of 64 channels, L 1024, K 3, training step: 35.6 against 19-20 ms, the same
+#: code).  With both above the 256 MiB workspace bound every buffer stays in the heap:
+#: the median call faulted no page (PyTorch: dense64 forward and training, conv2d,
+#: float64; 3 processes each) or under 40 (JAX's dense64 training step, where the fixed
+#: setting faulted 14-21 thousand in 3 of 3), so candidates are timed at their steady
+#: state, not at what glibc's history left them.
+ALLOCATOR_ENV: Final = {"MALLOC_MMAP_THRESHOLD_": str(256 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(512 * 2**20)}
 
 
 def _cpu_model() -> str:

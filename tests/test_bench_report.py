@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from multiconv import _bench
+
 if TYPE_CHECKING:
     from types import ModuleType
 
@@ -66,6 +68,19 @@ def test_the_page_states_the_allocator_thresholds_the_run_had() -> None:
     machine = {"env": {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}}
     assert report._allocator(machine, "MALLOC_MMAP_THRESHOLD_") == "32 MiB"
     assert report._allocator(machine, "MALLOC_TRIM_THRESHOLD_") == "unset"
+
+
+def test_the_allocator_line_follows_the_run_not_todays_setting() -> None:
+    # Recorded runs keep the description of the allocator they ran under.
+    report = report_module()
+    fixed = report._allocator_line({"env": {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(64 * 2**20)}})
+    assert "fixed at 32 MiB" in fixed
+    assert "trim threshold at 64 MiB" in fixed
+    warm = report._allocator_line({"env": dict(_bench.ALLOCATOR_ENV)})
+    assert "mmap threshold at 256 MiB" in warm
+    assert "trim threshold at 512 MiB" in warm
+    assert "stays in the heap" in warm
+    assert "fixed at" in report._allocator_line({})  # no setting recorded: the older description, thresholds "unset"
 
 
 def _data(auto: float, baseline: float, *, median: float, method: str, best_engine: str, kernel: int = 3) -> dict[str, Any]:
