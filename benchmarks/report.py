@@ -77,6 +77,15 @@ def _baseline_reason(data: dict[str, Any], item: dict[str, Any], *, training: bo
         return f"same algorithm ({method} is {item['best_baseline']}): {apart:.0%} apart, auto's own rounds spread {spread:.0%}"
     if apart <= spread:
         return f"{apart:.0%} apart, within auto's own rounds' spread ({spread:.0%})"
+    derivatives = item.get("auto_derivatives") or method
+    if training and derivatives != method:
+        steps = _rows(data["backends"][backend], item["shape"], "training_rows")
+        engines = {name.removeprefix("method="): row for name, row in steps.items() if row.get("kind") == "engine" and row.get("seconds")}
+        own = [f"{m} {_time(engines[m]['seconds'])}" for m in (method, derivatives) if m in engines]
+        return (
+            f"auto trains with {method}'s forward and {derivatives}'s derivatives, a combination its training model does not "
+            f"time (it models each engine's own step): {_time(item['auto_seconds'])} against " + (", ".join(own) or "n/a")
+        )
     best = item.get("best_engine", "").removeprefix("method=")
     if training and best and best != method and (item.get("auto_over_best_engine") or 0) > 1:
         return (
@@ -214,12 +223,18 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+def _trained_with(item: dict[str, Any]) -> str:
+    """The engine ``auto`` trains with, and that of its derivatives where JAX takes them through another."""
+    method, derivatives = item["auto_method"], item.get("auto_derivatives")
+    return method if derivatives in (None, method) else f"{method} (derivatives: {derivatives})"
+
+
 def _summary_cells(item: dict[str, Any], *, forward: bool = False) -> list[str]:
     """A summary line: auto's pick and time (and its forward time), the best baseline and engine, the ratios."""
     return [
         item["shape"],
         item["backend"],
-        item["auto_method"],
+        _trained_with(item),
         *([_time(item["auto_forward_seconds"])] if forward else []),
         _time(item["auto_seconds"]),
         f"{item['best_baseline']} {_time(item['best_baseline_seconds'])}",

@@ -499,6 +499,8 @@ class Framework:
     train: Callable[[Callable[[Any, Any], Any], Any], Callable[[Any, Any], Any]] | None = None
     #: ``compile(fn)``: ``fn`` as the harness times it (``jax.jit`` for JAX, ``fn`` itself elsewhere).
     compile: Callable[[Callable[[Any, Any], Any]], Callable[[Any, Any], Any]] = _as_is
+    #: ``trainable(x)``: ``x`` as a training step passes it (a PyTorch leaf that requires grad), for ``auto``'s training plan.
+    trainable: Callable[[Any], Any] = _as_is
 
 
 def _no_sync(_: object) -> None:
@@ -599,6 +601,9 @@ def _torch_framework() -> Framework:
 
         return step
 
+    def trainable(a: Any) -> Any:
+        return a.detach().requires_grad_()
+
     return Framework(
         name="torch",
         version=torch.__version__,
@@ -608,6 +613,7 @@ def _torch_framework() -> Framework:
         sync=sync,
         candidates=_torch_candidates,
         train=train,
+        trainable=trainable,
         gemm=torch.matmul,
         peak_memory=peak_memory,
         dtype_context=_no_context,
@@ -984,8 +990,12 @@ def _measure_case(
     trials = [_Trial(c) for c in candidates]
     gemm_samples, gemm_flop = measure(trials, ref, label)
     gemm_gflops = gemm_flop / min(gemm_samples) / 1e9 if gemm_samples else None
-    training_rows = []
+    training_rows, train_method, derivatives = [], None, None
     if fw.train is not None:
+        # What auto trains with: PyTorch plans a call autograd records apart (its training model), and
+        # JAX differentiates auto through the engine of spec.tangent_method where that is not the forward's.
+        trained = plan(fw.trainable(x), w, **case.conv_kwargs).spec
+        train_method, derivatives = trained.method, trained.tangent_method or trained.method
         # The output and the gradients of sum(y * g) for x and w, checked against the reference and its independent VJP.
         g_np = np.random.default_rng(index + 1000).standard_normal(ref.shape).astype(case.dtype)
         grad_x, grad_w, _ = reference_conv_vjp(x_np, w_np, grad_y=g_np, **case.conv_kwargs)
@@ -993,7 +1003,7 @@ def _measure_case(
         training = [_Trial(dataclasses.replace(c, fn=None if c.fn is None else train(c.fn, cotangent))) for c in candidates]
         measure(training, (ref, grad_x, grad_w), f"{label} training")
         # %GEMM of a training step counts the three convolutions' worth of work it does.
-        training_rows = [_row(t, case, geo, auto_method, gemm_gflops and gemm_gflops / 3) for t in training]
+        training_rows = [_row(t, case, geo, train_method, gemm_gflops and gemm_gflops / 3) for t in training]
     shape_info = {
         "name": case.name,
         "description": case.description,
@@ -1005,6 +1015,8 @@ def _measure_case(
         "out_shape": list(ref.shape),
         "macs": geo.macs,
         "auto_method": auto_method,
+        "auto_training_method": train_method,
+        "auto_derivatives": derivatives,
         "tolerance": TOLERANCES[case.dtype],
         "gemm_gflops": gemm_gflops,
         "gemm_seconds_rounds": gemm_samples,
@@ -1073,7 +1085,9 @@ def run_backend(
         summary.append(_summary(case_rows))
         if case_training:
             training_rows += case_training
-            training_summary.append(_summary(case_training) | {"auto_forward_seconds": summary[-1]["auto_seconds"]})
+            # auto_derivatives: the engine auto's derivatives run through (JAX: not always its forward's)
+            extra = {"auto_forward_seconds": summary[-1]["auto_seconds"], "auto_derivatives": info["auto_derivatives"]}
+            training_summary.append(_summary(case_training) | extra)
     if progress is not None:
         progress(total, total, f"{name} done")
     rates = [s["gemm_gflops"] for s in shape_infos if s["gemm_gflops"]]

@@ -13,6 +13,7 @@ from support import BACKENDS
 
 import multiconv
 from multiconv import _bench
+from multiconv._api import plan
 from multiconv._dispatch import load
 from multiconv.cli import main
 from multiconv.testing import reference_conv, reference_conv_vjp
@@ -103,7 +104,10 @@ def _check_backend(name: str, result: dict[str, Any]) -> None:
         assert summary["best_baseline_seconds"] == min(baseline_times)
         assert math.isclose(summary["auto_over_best_baseline"], summary["auto_seconds"] / summary["best_baseline_seconds"])
         assert math.isclose(summary["auto_over_best_engine"], summary["auto_seconds"] / summary["best_engine_seconds"])
+    _check_training(name, result)
 
+
+def _check_training(name: str, result: dict[str, Any]) -> None:
     # Forward + backward of every candidate, checked against the reference VJP, where the framework differentiates.
     training = result["training_rows"]
     if name == "numpy":
@@ -118,9 +122,29 @@ def _check_backend(name: str, result: dict[str, Any]) -> None:
         assert row["rel_error"] <= tolerance[row["shape"]]
         assert row["seconds"] > 0
     forward = {s["shape"]: s["auto_seconds"] for s in result["summary"]}
+    shapes = {s["name"]: s for s in result["shapes"]}
     for summary in result["training_summary"]:
         assert summary["auto_forward_seconds"] == forward[summary["shape"]]
         assert summary["best_baseline"] in BASELINES[name]
+        # The engines auto trains with, as a training step plans them (not the inference plan).
+        shape = shapes[summary["shape"]]
+        trained = _training_spec(name, _bench.QUICK_SHAPES[summary["shape"]])
+        assert summary["auto_method"] == shape["auto_training_method"] == trained.method
+        assert summary["auto_derivatives"] == shape["auto_derivatives"] == (trained.tangent_method or trained.method)
+        assert {r["auto_method"] for r in training if r["shape"] == summary["shape"]} == {trained.method}
+
+
+def _training_spec(name: str, case: _bench.Case) -> Any:
+    """``auto``'s plan for a call whose gradients are taken: PyTorch inputs that require grad; JAX's plan holds its tangent engine."""
+    if name == "torch":
+        import torch
+
+        dtype = getattr(torch, case.dtype)
+        x, w = torch.zeros(case.x_shape, dtype=dtype, requires_grad=True), torch.zeros(case.w_shape, dtype=dtype, requires_grad=True)
+        return plan(x, w, **case.conv_kwargs).spec
+    import jax.numpy as jnp
+
+    return plan(jnp.zeros(case.x_shape, case.dtype), jnp.zeros(case.w_shape, case.dtype), **case.conv_kwargs).spec
 
 
 def test_quick_run_checks_and_times_every_candidate(quick_results: dict[str, dict[str, Any]]) -> None:

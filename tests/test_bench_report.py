@@ -140,3 +140,35 @@ def test_a_slow_backward_ratio_is_explained_only_when_auto_still_wins_the_backwa
     )
     slow = data(90e-6)  # backward 80 us: slower than unfold+bmm's, no excuse
     assert report._backward_reason(slow, slow["item"]) == ""
+
+
+def test_a_jax_step_through_two_engines_says_so() -> None:
+    # JAX's auto may run one engine's forward and another's derivatives: the summary names both,
+    # and a training miss compares the mixed step with each engine's own (engines only, never the
+    # baseline that shares the JAX loop engine's name).
+    report = report_module()
+    steps = [
+        {"shape": "s", "candidate": "auto", "kind": "auto", "seconds": 26.5e-3, "seconds_median": 27e-3},
+        {"shape": "s", "candidate": "method=loop", "kind": "engine", "seconds": 23.4e-3},
+        {"shape": "s", "candidate": "shift", "kind": "engine", "seconds": 24.5e-3},
+        {"shape": "s", "candidate": "matmul", "kind": "engine", "seconds": 23.0e-3},
+        {"shape": "s", "candidate": "loop", "kind": "baseline", "seconds": 22.9e-3},
+    ]
+    item = {
+        "backend": "jax",
+        "shape": "s",
+        "auto_method": "loop",
+        "auto_derivatives": "shift",
+        "auto_seconds": 26.5e-3,
+        "best_baseline": "einsum-windows",
+        "auto_over_best_baseline": 1.16,
+        "best_engine": "matmul",
+        "auto_over_best_engine": 1.15,
+    }
+    data = {"backends": {"jax": {"training_rows": steps}}}
+    reason = report._baseline_reason(data, item, training=True)
+    assert reason.startswith("auto trains with loop's forward and shift's derivatives")
+    assert reason.endswith("26.50 ms against loop 23.40 ms, shift 24.50 ms")
+    assert report._trained_with(item) == "loop (derivatives: shift)"
+    assert report._trained_with(item | {"auto_derivatives": "loop"}) == "loop"
+    assert report._trained_with({"auto_method": "grouped"}) == "grouped"  # runs recorded before the field
