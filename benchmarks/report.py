@@ -52,10 +52,10 @@ def _mark(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "**missed**")
 
 
-#: (backend, engine) -> the hand-written baselines that run the same algorithm.
 #: A run whose mmap threshold is at least this kept its buffers in the heap (a "warm" allocator).
 WARM_HEAP = 256 * 2**20
 
+#: (backend, engine) -> the hand-written baselines that run the same algorithm.
 SAME_ALGORITHM: dict[tuple[str, str], frozenset[str]] = {
     ("torch", "grouped"): frozenset({"groups=B", "torch.func.vmap"}),  # functorch batches a conv into a grouped one
     ("jax", "loop"): frozenset({"loop"}),

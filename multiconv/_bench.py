@@ -709,7 +709,7 @@ def framework(name: str) -> Framework:
 
 
 #: glibc's allocator for every backend's process, unless the caller's environment sets it:
-#: the warm heap the README recommends for large convolutions (its "Speed" section).
+#: the warm heap the README recommends for large convolutions (its "Allocator" paragraph).
 #: glibc serves a buffer above its mmap threshold with fresh pages (a page fault per
 #: 4 KiB, on every call), and it returns free memory above its trim threshold at the top
 #: of the heap, to be faulted in again by the next call.  Left dynamic, the threshold
