@@ -8,6 +8,7 @@ Usage (from the repository root, on an otherwise idle machine; needs scipy)::
     python benchmarks/calibrate.py --backends jax --methods matmul   # re-time one engine, refit
     python benchmarks/calibrate.py --fit-only --profile GenuineIntel  # refit another CPU's timings
     python benchmarks/calibrate.py --backends torch --training       # time training steps, refit
+    python benchmarks/calibrate.py --backends jax --training --mixed # time the steps JAX's auto may run
 
 Each backend is measured in its own process over a grid of shapes (the
 benchmark's shapes, weighted up, plus a seeded random grid of 1-D and 2-D
@@ -18,7 +19,11 @@ calls lasting at least 30 ms each, the engines of a case taking turns in a rotat
 order; an engine whose first timed call takes over ``--cap`` seconds is timed by that
 one call.  With ``--training`` the timed call is a training step instead, as the
 benchmark's training rows time it: the output and the gradients for ``x`` and ``w``
-(PyTorch autograd; ``jax.vjp`` under ``jax.jit``).  Measuring processes run with the
+(PyTorch autograd; ``jax.vjp`` under ``jax.jit``).  With ``--training --mixed`` (JAX), the
+timed steps are those ``auto`` may run: the forward engine it picks, with its own derivatives
+and with those of every other engine it may differentiate through
+(``multiconv._cost.tangent_candidates``), stored beside the engines' own steps (re-timing
+those with ``--training`` drops them: time them again).  Measuring processes run with the
 benchmark's allocator settings (``multiconv._bench.ALLOCATOR_ENV``; the Intel timings stored
 on 2026-12-05 evening ran under its warm heap, 256 MiB / 512 MiB, earlier ones under fixed
 32 MiB / 64 MiB thresholds, the forward timings before 2026-12-05 under glibc's defaults).  The raw timings go to
@@ -34,8 +39,11 @@ script prints how well the model ranks the engines (how often ``auto`` picks the
 fastest, and the worst ratio of the picked engine's time to the fastest's) and
 writes the coefficients to ``multiconv/_calibration.py`` (every profile's: the
 others are kept as they are); stored training steps are fitted the same way, into
-``TRAINING_COEFFICIENTS``.  ``tests/test_engines.py`` checks that the
-coefficients there are this fit of the timings stored here.
+``TRAINING_COEFFICIENTS``; where mixed steps are stored, it also prints how well the fit
+picks JAX's derivatives on them (``auto``'s step against the fastest timed).
+``tests/test_engines.py`` checks that the coefficients there are this fit of the timings
+stored here, and that on the benchmark's shapes the derivatives picked give the fastest
+timed step.
 """
 
 from __future__ import annotations
@@ -164,6 +172,15 @@ def _training_runner(framework: Any, case: dict[str, Any], method: str, x: Any, 
     return lambda x, w: framework.sync(step(x, w))
 
 
+def _mixed_runner(framework: Any, case: dict[str, Any], mixed: Any, x: Any, w: Any) -> Any:
+    """One JAX training step of ``mixed.method``'s forward with ``mixed.tangent_method``'s derivatives (as ``auto`` trains), waited for."""
+    convolve = importlib.import_module("multiconv.backends.jax").convolve
+    shape = convolve(mixed, x, w, None).shape
+    g = np.random.default_rng(1).standard_normal(shape).astype(case["dtype"])
+    step = framework.train(lambda x, w: convolve(mixed, x, w, None), framework.convert(g))
+    return lambda x, w: framework.sync(step(x, w))
+
+
 def _block(fn: Any, x: Any, w: Any) -> float:
     """Seconds per call over a block of calls lasting at least 30 ms."""
     calls, start = 0, time.perf_counter()
@@ -199,9 +216,21 @@ def _times(runners: dict[str, Any], x: Any, w: Any, cap: float, rounds: int = 3)
 
 
 def measure(
-    backend: str, cases: list[dict[str, Any]], cap: float, methods: list[str] | None = None, *, training: bool = False
+    backend: str,
+    cases: list[dict[str, Any]],
+    cap: float,
+    methods: list[str] | None = None,
+    *,
+    training: bool = False,
+    mixed: bool = False,
 ) -> list[dict[str, Any]]:
-    """Time every engine of ``backend`` (or only ``methods``) on every case (``training``: its training step)."""
+    """Time every engine of ``backend`` (or only ``methods``) on every case (``training``: its training step).
+
+    ``mixed`` (JAX training steps): instead, the steps ``auto`` may train with, in one process: the
+    forward engine ``auto`` picks (``F``) differentiated through itself, and ``F``'s forward with the
+    derivatives of every other engine it may pick (``spec.tangent_method``), stored per row as
+    ``{"forward": F, "times": {T: seconds}}`` (``T == F``: ``F``'s own step).
+    """
     if backend == "jax":
         importlib.import_module("jax").config.update("jax_enable_x64", True)  # noqa: FBT003
     api, cost = importlib.import_module("multiconv._api"), importlib.import_module("multiconv._cost")
@@ -211,13 +240,21 @@ def measure(
     for number, case in enumerate(cases, 1):
         x, w = _arrays(case, backend)
         spec = api.plan(x, w, **case["kwargs"]).spec
-        if training:  # only the engines auto may train with (JAX's vmap or a 257-tap shift would take minutes)
-            usable = [method for method in methods if cost.eligible(backend, spec, method)]
-            runners = {method: _training_runner(framework, case, method, x, w) for method in usable}
+        if mixed:
+            forward = dataclasses.replace(spec, method=cost.choose(backend, spec, tuple(methods)), tangent_method=None)
+            tangents = cost.tangent_candidates(backend, forward, methods)
+            specs = {t: dataclasses.replace(forward, tangent_method=None if t == forward.method else t) for t in tangents}
+            runners = {t: _mixed_runner(framework, case, mixed_spec, x, w) for t, mixed_spec in specs.items()}
+            times = _times(runners, x, w, cap)
+            rows.append({**case, "spec": dataclasses.asdict(spec), "mixed": {"forward": forward.method, "times": times}})
         else:
-            runners = {method: _runner(framework, case, method) for method in methods}
-        times = _times(runners, x, w, cap)
-        rows.append({**case, "spec": dataclasses.asdict(spec), "times": times})
+            if training:  # only the engines auto may train with (JAX's vmap or a 257-tap shift would take minutes)
+                usable = [method for method in methods if cost.eligible(backend, spec, method)]
+                runners = {method: _training_runner(framework, case, method, x, w) for method in usable}
+            else:
+                runners = {method: _runner(framework, case, method) for method in methods}
+            times = _times(runners, x, w, cap)
+            rows.append({**case, "spec": dataclasses.asdict(spec), "times": times})
         best = min(times, key=times.__getitem__, default=None)  # None: no engine to time (--methods, training)
         done = f"best {best} {times[best] * 1e3:.3g} ms" if best else "nothing timed"
         sys.stderr.write(f"\r{backend} {number}/{len(cases)} {case['name']}: {done}      ")
@@ -413,6 +450,45 @@ def report(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tup
     )
 
 
+def mixed_picks(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tuple[float, ...]]) -> list[tuple[str, str, float]]:
+    """Per row with timed mixed steps: the derivatives ``auto`` takes, the fastest step's, and the ratio of their steps.
+
+    The pick is :func:`multiconv._cost.choose_tangent`'s with ``coefficients`` (the fit of the
+    engines' own steps): the least modelled step among the timed candidates.
+    """
+    cost = importlib.import_module("multiconv._cost")
+    picks = []
+    for row in rows:
+        if "mixed" not in row:
+            continue
+        spec = dataclasses.replace(_spec(row), method=row["mixed"]["forward"])
+        times = row["mixed"]["times"]
+        picked = min(times, key=lambda m: cost.modelled(coefficients[m], backend, spec, m))
+        best = min(times, key=times.__getitem__)
+        picks.append((picked, best, times[picked] / times[best]))
+    return picks
+
+
+def report_mixed(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tuple[float, ...]]) -> None:
+    """How well ``auto`` picks the engine JAX differentiates its forward engine through, on the timed mixed steps."""
+    mixed = [row for row in rows if "mixed" in row]
+    ratios = []
+    for row, (picked, best, ratio) in zip(mixed, mixed_picks(backend, rows, coefficients), strict=True):
+        ratios.append(ratio)
+        if not row["name"].startswith("grid") or ratio > 1.25:
+            forward, times = row["mixed"]["forward"], row["mixed"]["times"]
+            print(
+                f"  {row['name']:>10}: {forward} + derivatives of {picked:6} ({times[picked] * 1e3:9.3f} ms), "
+                f"fastest {forward} + {best:6} ({times[best] * 1e3:9.3f} ms), ratio {ratio:.2f}"
+            )
+    hits = sum(r <= 1.0 + 1e-9 for r in ratios)
+    mean = math.exp(sum(map(math.log, ratios)) / len(ratios))
+    print(
+        f"{backend} training as auto runs it (its forward, the derivatives picked): the fastest step on {hits}/{len(ratios)} "
+        f"cases; within 10% on {sum(r <= 1.1 for r in ratios)}; worst ratio {max(ratios):.2f}; geometric mean {mean:.3f}"
+    )
+
+
 Coefficients = dict[str, dict[str, dict[str, tuple[float, ...]]]]
 
 
@@ -504,6 +580,8 @@ def refit(backends: list[str], profile: str, data: Path) -> None:
             rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
             fitted = table.setdefault(profile, {})[backend] = fit(backend, rows, profile, training=kind)
             report(backend, rows, fitted, " training" if kind else "")
+            if kind and any("mixed" in row for row in rows):
+                report_mixed(backend, rows, fitted)
     machines[profile] = _describe(data)
     write_module(coefficients, training, machines)
 
@@ -524,6 +602,7 @@ def main() -> int:
     parser.add_argument("--methods", help="re-time only these engines (comma-separated), keeping the stored times of the others")
     parser.add_argument("--profile", help="the CPU profile whose timings to measure or fit (default: this CPU's)")
     parser.add_argument("--training", action="store_true", help="time training steps (PyTorch, JAX) instead of forward calls")
+    parser.add_argument("--mixed", action="store_true", help="with --training, JAX: time auto's forward with each engine's derivatives")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # child process: measure one backend
     args = parser.parse_args()
     profile = args.profile or (importlib.import_module("multiconv._cost").cpu_vendor() or "unknown")
@@ -532,8 +611,13 @@ def main() -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     if args.measure:
         path = timings_path(data, args.measure, training=args.training)
-        rows = measure(args.measure, cases, args.cap, methods, training=args.training)
-        if methods:  # re-timed engines replace theirs in the stored rows; the other engines' times stay
+        rows = measure(args.measure, cases, args.cap, methods, training=args.training, mixed=args.mixed)
+        if args.mixed:  # the mixed steps join the stored rows of the engines' own steps
+            stored = json.loads(path.read_text(encoding="utf-8"))["rows"]
+            if [row["name"] for row in stored] != [row["name"] for row in rows]:
+                raise SystemExit(f"{path} holds other cases; time the engines' steps first (--training)")
+            rows = [{**old, "mixed": new["mixed"]} for old, new in zip(stored, rows, strict=True)]
+        elif methods:  # re-timed engines replace theirs in the stored rows; the other engines' times stay
             stored = json.loads(path.read_text(encoding="utf-8"))["rows"]
             if [row["name"] for row in stored] != [row["name"] for row in rows]:
                 raise SystemExit(f"{path} holds other cases; measure every engine (without --methods)")
@@ -542,6 +626,8 @@ def main() -> int:
         path.write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=1), encoding="utf-8")
         return 0
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if args.mixed and (not args.training or backends != ["jax"]):
+        parser.error("--mixed times JAX's training steps: use it with --training --backends jax")
     if not args.fit_only:
         for backend in backends:
             if args.training and backend not in DIFFERENTIABLE:
@@ -560,6 +646,7 @@ def main() -> int:
                     str(args.cap),
                     *(["--methods", args.methods] if args.methods else []),
                     *(["--training"] if args.training else []),
+                    *(["--mixed"] if args.mixed else []),
                     "--profile",
                     profile,
                 ],

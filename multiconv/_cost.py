@@ -274,6 +274,11 @@ def _candidates(backend: str, spec: ConvSpec, methods: Iterable[str]) -> list[st
     return [m for m in methods if eligible(backend, spec, m) and _fits(spec, m)] or ["shift"]
 
 
+def tangent_candidates(backend: str, spec: ConvSpec, methods: Iterable[str]) -> list[str]:
+    """The ``methods`` JAX may differentiate ``auto``'s forward engine ``spec.method`` through: itself first, then :func:`_candidates`."""
+    return list(dict.fromkeys([spec.method, *_candidates(backend, spec, methods)]))
+
+
 def choose(backend: str, spec: ConvSpec, methods: tuple[str, ...], *, accelerator: bool = False) -> str:
     """The engine ``method="auto"`` runs: the least modelled time among those whose workspace fits."""
     direct = next(m for m in methods if m in DIRECT_ENGINES)
@@ -293,7 +298,16 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
     considers (:func:`eligible`) and whose workspace fits.  ``None``: differentiate the
     forward engine itself.  The model is of each engine's whole step, its own forward
     included, while ``auto`` runs the forward engine's forward and the tangent engine's
-    derivatives (the benchmark's training rows time what ``auto`` runs).
+    derivatives (the benchmark's training rows time what ``auto`` runs).  Timed as ``auto``
+    runs them (``calibrate.py --training --mixed``: the forward engine's forward with each
+    candidate's derivatives, 78 cases on the Intel CPU), the step so picked was the fastest on
+    56 and within 10% of it on 59, geometric mean 1.14, worst 2.7x: the derivatives of an
+    engine after another's forward cost what its own step does not say (after ``loop``'s
+    forward, ``matmul``'s derivatives took 19.0 ms where its own step took 6.4, and
+    ``shift``'s 7.0 ms).  A fit of the derivatives alone to those steps picked better on the
+    cases it was fitted to (64 of 78 within 10%, 1.07) but not on others: fitted to half of
+    the grid, it scored 1.31 and 1.22 on the other half, the whole-step fit 1.18 and 1.28.
+    So it is not used; the stored mixed steps let ``calibrate.py`` report this check.
 
     Elsewhere, a rule.  Measured (docs/benchmarks.md, training rows): XLA's CPU transposes of ``loop``
     (per-sample convolutions) grow with the batch, and ``matmul``'s stay slower than
@@ -307,7 +321,7 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
         return None
     timed = TRAINING_COEFFICIENTS.get(cpu_profile(), {}).get(backend)
     if timed is not None:
-        tangent = min(_candidates(backend, spec, timed), key=lambda m: estimate_training(backend, spec, m))
+        tangent = min(tangent_candidates(backend, spec, timed), key=lambda m: estimate_training(backend, spec, m))
         return None if tangent == spec.method else tangent
     if math.prod(spec.kernel) >= FFT_MIN_TAPS:  # the forward's rule: FFT only for long kernels
         tangent = "fft"

@@ -259,6 +259,42 @@ def test_calibrate_times_every_engine_auto_may_use(backend: str, training: bool)
     assert all(0 < t < math.inf for t in row["times"].values()), row["times"]
 
 
+@pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
+def test_calibrate_times_the_steps_jax_auto_may_train_with() -> None:
+    """``--training --mixed``: auto's forward engine differentiated through itself and through every other candidate."""
+    import jax
+
+    calibrate = calibrate_script()
+    case: dict[str, Any] = {"name": "tiny", "x": [3, 4, 10], "w": [3, 6, 4, 3], "kwargs": {"padding": "same"}, "dtype": "float32"}
+    (row,) = calibrate.measure("jax", [case], cap=1.0, training=True, mixed=True)
+    spec = _api.plan(*(jax.numpy.ones(case[k], np.float32) for k in ("x", "w")), **case["kwargs"]).spec
+    forward = dataclasses.replace(spec, method=_cost.choose("jax", spec, tuple(jax_backend().METHODS)))
+    assert row["mixed"]["forward"] == forward.method
+    assert list(row["mixed"]["times"]) == _cost.tangent_candidates("jax", forward, jax_backend().METHODS)
+    assert len(row["mixed"]["times"]) > 1
+    assert all(0 < t < math.inf for t in row["mixed"]["times"].values()), row["mixed"]
+
+
+@pytest.mark.parametrize("profile", [p for p, timed in _calibration.TRAINING_COEFFICIENTS.items() if "jax" in timed])
+def test_jax_trains_the_benchmark_shapes_with_the_fastest_timed_derivatives(profile: str) -> None:
+    """On the stored mixed steps (``--training --mixed``), the derivatives auto takes on each benchmark shape give its fastest step.
+
+    Within :data:`calibrate.BENCHMARK_SLACK`: what ``choose_tangent`` picks from the stored
+    fit, against the steps timed as ``auto`` runs them (its forward engine's forward).
+    """
+    calibrate = calibrate_script()
+    rows = [row for row in stored_timings(profile, "jax", training=True) if not row["name"].startswith("grid")]
+    assert all("mixed" in row for row in rows)
+    picks = calibrate.mixed_picks("jax", rows, _calibration.TRAINING_COEFFICIENTS[profile]["jax"])
+    assert len(picks) == len(rows)
+    slow = {row["name"]: pick for row, pick in zip(rows, picks, strict=True) if pick[2] > calibrate.BENCHMARK_SLACK}
+    assert not slow, slow
+
+
+def jax_backend() -> Any:
+    return importlib.import_module("multiconv.backends.jax")
+
+
 def stored_timings(profile: str, backend: str, *, training: bool = False) -> list[dict[str, Any]]:
     path = calibrate_script().timings_path(BENCHMARKS / "calibration" / profile, backend, training=training)
     rows: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))["rows"]
