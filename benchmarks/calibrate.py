@@ -454,7 +454,8 @@ def mixed_picks(backend: str, rows: list[dict[str, Any]], coefficients: dict[str
     """Per row with timed mixed steps: the derivatives ``auto`` takes, the fastest step's, and the ratio of their steps.
 
     The pick is :func:`multiconv._cost.choose_tangent`'s with ``coefficients`` (the fit of the
-    engines' own steps): the least modelled step among the timed candidates.
+    engines' own steps): the least modelled step among the timed candidates it may mix
+    (:func:`multiconv._cost.tangent_allowed`); the fastest, of all those timed.
     """
     cost = importlib.import_module("multiconv._cost")
     picks = []
@@ -463,7 +464,8 @@ def mixed_picks(backend: str, rows: list[dict[str, Any]], coefficients: dict[str
             continue
         spec = dataclasses.replace(_spec(row), method=row["mixed"]["forward"])
         times = row["mixed"]["times"]
-        picked = min(times, key=lambda m: cost.modelled(coefficients[m], backend, spec, m))
+        options = [m for m in times if cost.tangent_allowed(spec.method, m)]
+        picked = min(options, key=lambda m: cost.modelled(coefficients[m], backend, spec, m))
         best = min(times, key=times.__getitem__)
         picks.append((picked, best, times[picked] / times[best]))
     return picks

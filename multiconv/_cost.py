@@ -107,6 +107,12 @@ FFT_MIN_TAPS: Final = 32
 JAX_SHIFT_MAX_TAPS: Final = 32
 #: The rule (no timed JAX steps): JAX differentiates ``auto`` through ``loop`` up to this batch (its transposes grow with it).
 JAX_LOOP_TANGENT_MAX_BATCH: Final = 16
+#: (forward engine, derivative engine) pairs JAX's ``auto`` never mixes.  Timed as ``auto`` runs them
+#: (``calibrate.py --training --mixed``, Intel, the 16 cases whose forward engine is ``loop``),
+#: ``matmul``'s derivatives after ``loop``'s forward gave the fastest step on one (1.19 ms against
+#: ``loop``'s own 1.36) and steps 1.5 to 4.4 times those of ``shift``'s derivatives on the other 15;
+#: the fit of whole steps, which ranks ``matmul``'s own step, picked them on 5 (2.1 to 2.7 times the fastest).
+JAX_UNMIXED: Final = frozenset({("loop", "matmul")})
 #: JAX's ``loop`` compiles one convolution per sample: beyond this batch it is not considered.
 JAX_LOOP_MAX_BATCH: Final = 256
 #: Nor for samples of fewer multiply-adds than this: each per-sample convolution costs XLA's CPU
@@ -275,8 +281,17 @@ def _candidates(backend: str, spec: ConvSpec, methods: Iterable[str]) -> list[st
 
 
 def tangent_candidates(backend: str, spec: ConvSpec, methods: Iterable[str]) -> list[str]:
-    """The ``methods`` JAX may differentiate ``auto``'s forward engine ``spec.method`` through: itself first, then :func:`_candidates`."""
+    """The ``methods`` JAX may differentiate ``auto``'s forward engine ``spec.method`` through: itself first, then :func:`_candidates`.
+
+    Those ``calibrate.py --training --mixed`` times; :func:`choose_tangent` ranks them less
+    the pairs of :data:`JAX_UNMIXED`.
+    """
     return list(dict.fromkeys([spec.method, *_candidates(backend, spec, methods)]))
+
+
+def tangent_allowed(forward: str, method: str) -> bool:
+    """Whether :func:`choose_tangent` may take the derivatives of ``forward``'s forward through ``method`` (:data:`JAX_UNMIXED`)."""
+    return (forward, method) not in JAX_UNMIXED
 
 
 def choose(backend: str, spec: ConvSpec, methods: tuple[str, ...], *, accelerator: bool = False) -> str:
@@ -295,7 +310,8 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
 
     Where :func:`cpu_profile` has timed JAX training steps (``TRAINING_COEFFICIENTS``):
     the engine whose modelled training step is the least, among those timed that ``auto``
-    considers (:func:`eligible`) and whose workspace fits.  ``None``: differentiate the
+    considers (:func:`eligible`), whose workspace fits and that it may mix with the forward
+    engine (:func:`tangent_allowed`).  ``None``: differentiate the
     forward engine itself.  The model is of each engine's whole step, its own forward
     included, while ``auto`` runs the forward engine's forward and the tangent engine's
     derivatives (the benchmark's training rows time what ``auto`` runs).  Timed as ``auto``
@@ -307,7 +323,9 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
     ``shift``'s 7.0 ms).  A fit of the derivatives alone to those steps picked better on the
     cases it was fitted to (64 of 78 within 10%, 1.07) but not on others: fitted to half of
     the grid, it scored 1.31 and 1.22 on the other half, the whole-step fit 1.18 and 1.28.
-    So it is not used; the stored mixed steps let ``calibrate.py`` report this check.
+    So it is not used.  One pair is ruled out instead (:data:`JAX_UNMIXED`: ``matmul``'s
+    derivatives after ``loop``'s forward): with it, 64 of 78 within 10%, geometric mean 1.08,
+    worst 2.2; and on held-out halves 1.10 and 1.21.
 
     Elsewhere, a rule.  Measured (docs/benchmarks.md, training rows): XLA's CPU transposes of ``loop``
     (per-sample convolutions) grow with the batch, and ``matmul``'s stay slower than
@@ -321,7 +339,8 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
         return None
     timed = TRAINING_COEFFICIENTS.get(cpu_profile(), {}).get(backend)
     if timed is not None:
-        tangent = min(tangent_candidates(backend, spec, timed), key=lambda m: estimate_training(backend, spec, m))
+        options = [m for m in tangent_candidates(backend, spec, timed) if tangent_allowed(spec.method, m)]
+        tangent = min(options, key=lambda m: estimate_training(backend, spec, m))
         return None if tangent == spec.method else tangent
     if math.prod(spec.kernel) >= FFT_MIN_TAPS:  # the forward's rule: FFT only for long kernels
         tangent = "fft"

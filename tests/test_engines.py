@@ -431,6 +431,12 @@ def test_timed_jax_steps_choose_the_engine_jax_differentiates_through(monkeypatc
     monkeypatch.setitem(_calibration.TRAINING_COEFFICIENTS, profile, {"jax": fixed(matmul=0.5, fft=0.1)})
     assert _cost.choose_tangent("jax", forward) == "matmul"  # fft is cheaper but not eligible for 3 taps
     assert _cost.choose_tangent("jax", dataclasses.replace(spec, method="matmul")) is None  # the forward's own
+    loop = dataclasses.replace(spec, method="loop")
+    assert not _cost.tangent_allowed("loop", "matmul")
+    assert _cost.choose_tangent("jax", loop) is None  # matmul's derivatives never follow loop's forward (JAX_UNMIXED)
+    monkeypatch.setitem(_calibration.TRAINING_COEFFICIENTS, profile, {"jax": fixed(matmul=0.5, shift=0.7)})
+    assert _cost.choose_tangent("jax", loop) == "shift"
+    assert _cost.choose_tangent("jax", forward) == "matmul"  # after shift's forward, matmul's are allowed
     monkeypatch.setitem(_calibration.TRAINING_COEFFICIENTS, profile, {"jax": fixed(vmap=0.1, loop=0.2)})
     assert _cost.choose_tangent("jax", forward) == "loop"  # vmap: never on a CPU
     assert _cost.choose_tangent("jax", forward, accelerator=True) is None
