@@ -256,7 +256,8 @@ def measure(
             times = _times(runners, x, w, cap)
             rows.append({**case, "spec": dataclasses.asdict(spec), "times": times})
         best = min(times, key=times.__getitem__, default=None)  # None: no engine to time (--methods, training)
-        done = f"best {best} {times[best] * 1e3:.3g} ms" if best else "nothing timed"
+        label = f"{forward.method}+{best}" if mixed else best
+        done = f"best {label} {times[best] * 1e3:.3g} ms" if best else "nothing timed"
         sys.stderr.write(f"\r{backend} {number}/{len(cases)} {case['name']}: {done}      ")
         sys.stderr.flush()
     sys.stderr.write("\n")
@@ -454,8 +455,10 @@ def mixed_picks(backend: str, rows: list[dict[str, Any]], coefficients: dict[str
     """Per row with timed mixed steps: the derivatives ``auto`` takes, the fastest step's, and the ratio of their steps.
 
     The pick is :func:`multiconv._cost.choose_tangent`'s with ``coefficients`` (the fit of the
-    engines' own steps): the least modelled step among the timed candidates it may mix
-    (:func:`multiconv._cost.tangent_allowed`); the fastest, of all those timed.
+    engines' own steps): the least modelled step among its candidates
+    (:func:`multiconv._cost.tangent_candidates` it may mix, :func:`multiconv._cost.tangent_allowed`),
+    each of which must have been timed; the fastest, of all those timed.  The stored
+    forward engine is taken as it is (the tests check it against ``auto``'s current pick).
     """
     cost = importlib.import_module("multiconv._cost")
     picks = []
@@ -464,7 +467,9 @@ def mixed_picks(backend: str, rows: list[dict[str, Any]], coefficients: dict[str
             continue
         spec = dataclasses.replace(_spec(row), method=row["mixed"]["forward"])
         times = row["mixed"]["times"]
-        options = [m for m in times if cost.tangent_allowed(spec.method, m)]
+        options = [m for m in cost.tangent_candidates(backend, spec, coefficients) if cost.tangent_allowed(spec.method, m)]
+        if not set(options) <= set(times):
+            raise ValueError(f"{row['name']}: the mixed steps of {sorted(set(options) - set(times))} were not timed; time them (--mixed)")
         picked = min(options, key=lambda m: cost.modelled(coefficients[m], backend, spec, m))
         best = min(times, key=times.__getitem__)
         picks.append((picked, best, times[picked] / times[best]))
@@ -593,6 +598,28 @@ def timings_path(data: Path, backend: str, *, training: bool) -> Path:
     return data / f"{backend}{'-training' if training else ''}.json"
 
 
+def merge_stored(path: Path, rows: list[dict[str, Any]], *, mixed: bool, partial: bool) -> list[dict[str, Any]]:
+    """The rows to store at ``path``: ``rows``, or merged into those stored there.
+
+    ``mixed`` (``--mixed``): the mixed steps join the stored rows of the engines' own steps.
+    ``partial`` (``--methods``): the re-timed engines replace theirs and the other engines'
+    times stay; the stored mixed steps, timed against the engines' steps as they were, go.
+    """
+    if not (mixed or partial):
+        return rows
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: time every engine first (without --methods or --mixed)")
+    stored = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    if [row["name"] for row in stored] != [row["name"] for row in rows]:
+        raise SystemExit(f"{path} holds other cases; time every engine first (without --methods or --mixed)")
+    if mixed:
+        return [{**old, "mixed": new["mixed"]} for old, new in zip(stored, rows, strict=True)]
+    return [
+        {**{k: v for k, v in old.items() if k != "mixed"}, **new, "times": {**old["times"], **new["times"]}}
+        for old, new in zip(stored, rows, strict=True)
+    ]
+
+
 def main() -> int:
     """Measure, fit and write (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -614,22 +641,13 @@ def main() -> int:
     if args.measure:
         path = timings_path(data, args.measure, training=args.training)
         rows = measure(args.measure, cases, args.cap, methods, training=args.training, mixed=args.mixed)
-        if args.mixed:  # the mixed steps join the stored rows of the engines' own steps
-            stored = json.loads(path.read_text(encoding="utf-8"))["rows"]
-            if [row["name"] for row in stored] != [row["name"] for row in rows]:
-                raise SystemExit(f"{path} holds other cases; time the engines' steps first (--training)")
-            rows = [{**old, "mixed": new["mixed"]} for old, new in zip(stored, rows, strict=True)]
-        elif methods:  # re-timed engines replace theirs in the stored rows; the other engines' times stay
-            stored = json.loads(path.read_text(encoding="utf-8"))["rows"]
-            if [row["name"] for row in stored] != [row["name"] for row in rows]:
-                raise SystemExit(f"{path} holds other cases; measure every engine (without --methods)")
-            rows = [{**old, **new, "times": {**old["times"], **new["times"]}} for old, new in zip(stored, rows, strict=True)]
+        rows = merge_stored(path, rows, mixed=args.mixed, partial=bool(methods))
         data.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=1), encoding="utf-8")
         return 0
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    if args.mixed and (not args.training or backends != ["jax"]):
-        parser.error("--mixed times JAX's training steps: use it with --training --backends jax")
+    if args.mixed and (not args.training or backends != ["jax"] or methods):
+        parser.error("--mixed times JAX's training steps as auto runs them: use it with --training --backends jax, without --methods")
     if not args.fit_only:
         for backend in backends:
             if args.training and backend not in DIFFERENTIABLE:

@@ -321,9 +321,10 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
     engine after another's forward cost what its own step does not say (after ``loop``'s
     forward, ``matmul``'s derivatives took 19.0 ms where its own step took 6.4, and
     ``shift``'s 7.0 ms).  A fit of the derivatives alone to those steps picked better on the
-    cases it was fitted to (64 of 78 within 10%, 1.07) but not on others: fitted to half of
-    the grid, it scored 1.31 and 1.22 on the other half, the whole-step fit 1.18 and 1.28.
-    So it is not used.  One pair is ruled out instead (:data:`JAX_UNMIXED`: ``matmul``'s
+    cases it was fitted to (64 of 78 within 10%, 1.07) but not on others: fitted to the
+    benchmark's shapes and the even-numbered grid cases and scored on the odd-numbered ones,
+    and the other way round, it scored 1.31 and 1.22, the whole-step fit so refitted 1.18
+    and 1.28.  So it is not used (the prototype was not kept).  One pair is ruled out instead (:data:`JAX_UNMIXED`: ``matmul``'s
     derivatives after ``loop``'s forward): with it, 64 of 78 within 10%, geometric mean 1.08,
     worst 2.2; and on held-out halves 1.10 and 1.21.
 
