@@ -158,27 +158,28 @@ def _runner(framework: Any, case: dict[str, Any], method: str) -> Any:
     return lambda x, w: framework.sync(compiled(x, w))
 
 
-def _training_runner(framework: Any, case: dict[str, Any], method: str, x: Any, w: Any) -> Any:
-    """One training step of ``method``: the output and the gradients for ``x`` and ``w`` of ``sum(y * g)``.
+def _step(framework: Any, case: dict[str, Any], fn: Any, x: Any, w: Any) -> Any:
+    """One training step of ``fn(x, w)``: the output and the gradients for ``x`` and ``w`` of ``sum(y * g)``.
 
     The benchmark's own step (``multiconv._bench.Framework.train``: PyTorch autograd on
     fresh leaves; JAX ``jax.vjp`` under ``jax.jit``), waited for.
     """
+    g = np.random.default_rng(1).standard_normal(fn(x, w).shape).astype(case["dtype"])
+    step = framework.train(fn, framework.convert(g))
+    return lambda x, w: framework.sync(step(x, w))
+
+
+def _training_runner(framework: Any, case: dict[str, Any], method: str, x: Any, w: Any) -> Any:
+    """One training step of ``method`` (:func:`_step`)."""
     multiconv = importlib.import_module("multiconv")
     kwargs = {**case["kwargs"], "method": method}
-    shape = multiconv.batch_conv(x, w, **kwargs).shape
-    g = np.random.default_rng(1).standard_normal(shape).astype(case["dtype"])
-    step = framework.train(lambda x, w: multiconv.batch_conv(x, w, **kwargs), framework.convert(g))
-    return lambda x, w: framework.sync(step(x, w))
+    return _step(framework, case, lambda x, w: multiconv.batch_conv(x, w, **kwargs), x, w)
 
 
 def _mixed_runner(framework: Any, case: dict[str, Any], mixed: Any, x: Any, w: Any) -> Any:
-    """One JAX training step of ``mixed.method``'s forward with ``mixed.tangent_method``'s derivatives (as ``auto`` trains), waited for."""
+    """One JAX training step of ``mixed.method``'s forward with ``mixed.tangent_method``'s derivatives (as ``auto`` trains)."""
     convolve = importlib.import_module("multiconv.backends.jax").convolve
-    shape = convolve(mixed, x, w, None).shape
-    g = np.random.default_rng(1).standard_normal(shape).astype(case["dtype"])
-    step = framework.train(lambda x, w: convolve(mixed, x, w, None), framework.convert(g))
-    return lambda x, w: framework.sync(step(x, w))
+    return _step(framework, case, lambda x, w: convolve(mixed, x, w, None), x, w)
 
 
 def _block(fn: Any, x: Any, w: Any) -> float:
@@ -242,19 +243,19 @@ def measure(
         spec = api.plan(x, w, **case["kwargs"]).spec
         if mixed:
             forward = dataclasses.replace(spec, method=cost.choose(backend, spec, tuple(methods)), tangent_method=None)
-            tangents = cost.tangent_candidates(backend, forward, methods)
-            specs = {t: dataclasses.replace(forward, tangent_method=None if t == forward.method else t) for t in tangents}
+            specs = {
+                t: dataclasses.replace(forward, tangent_method=None if t == forward.method else t)
+                for t in cost.tangent_candidates(backend, forward, methods)
+            }
             runners = {t: _mixed_runner(framework, case, mixed_spec, x, w) for t, mixed_spec in specs.items()}
-            times = _times(runners, x, w, cap)
-            rows.append({**case, "spec": dataclasses.asdict(spec), "mixed": {"forward": forward.method, "times": times}})
+        elif training:  # only the engines auto may train with (JAX's vmap or a 257-tap shift would take minutes)
+            usable = [method for method in methods if cost.eligible(backend, spec, method)]
+            runners = {method: _training_runner(framework, case, method, x, w) for method in usable}
         else:
-            if training:  # only the engines auto may train with (JAX's vmap or a 257-tap shift would take minutes)
-                usable = [method for method in methods if cost.eligible(backend, spec, method)]
-                runners = {method: _training_runner(framework, case, method, x, w) for method in usable}
-            else:
-                runners = {method: _runner(framework, case, method) for method in methods}
-            times = _times(runners, x, w, cap)
-            rows.append({**case, "spec": dataclasses.asdict(spec), "times": times})
+            runners = {method: _runner(framework, case, method) for method in methods}
+        times = _times(runners, x, w, cap)
+        timed = {"mixed": {"forward": forward.method, "times": times}} if mixed else {"times": times}
+        rows.append({**case, "spec": dataclasses.asdict(spec), **timed})
         best = min(times, key=times.__getitem__, default=None)  # None: no engine to time (--methods, training)
         label = f"{forward.method}+{best}" if mixed else best
         done = f"best {label} {times[best] * 1e3:.3g} ms" if best else "nothing timed"
@@ -455,9 +456,8 @@ def mixed_picks(backend: str, rows: list[dict[str, Any]], coefficients: dict[str
     """Per row with timed mixed steps: the derivatives ``auto`` takes, the fastest step's, and the ratio of their steps.
 
     The pick is :func:`multiconv._cost.choose_tangent`'s with ``coefficients`` (the fit of the
-    engines' own steps): the least modelled step among its candidates
-    (:func:`multiconv._cost.tangent_candidates` it may mix, :func:`multiconv._cost.tangent_allowed`),
-    each of which must have been timed; the fastest, of all those timed.  The stored
+    engines' own steps, :func:`multiconv._cost.pick_tangent`), among candidates that must all
+    have been timed; the fastest, of all those timed.  The stored
     forward engine is taken as it is (the tests check it against ``auto``'s current pick).
     """
     cost = importlib.import_module("multiconv._cost")
@@ -467,10 +467,10 @@ def mixed_picks(backend: str, rows: list[dict[str, Any]], coefficients: dict[str
             continue
         spec = dataclasses.replace(_spec(row), method=row["mixed"]["forward"])
         times = row["mixed"]["times"]
-        options = [m for m in cost.tangent_candidates(backend, spec, coefficients) if cost.tangent_allowed(spec.method, m)]
-        if not set(options) <= set(times):
-            raise ValueError(f"{row['name']}: the mixed steps of {sorted(set(options) - set(times))} were not timed; time them (--mixed)")
-        picked = min(options, key=lambda m: cost.modelled(coefficients[m], backend, spec, m))
+        untimed = sorted(set(cost.tangent_candidates(backend, spec, coefficients)) - set(times))
+        if untimed:
+            raise ValueError(f"{row['name']}: the mixed steps of {untimed} were not timed; time them (--mixed)")
+        picked = cost.pick_tangent(backend, spec, coefficients)
         best = min(times, key=times.__getitem__)
         picks.append((picked, best, times[picked] / times[best]))
     return picks

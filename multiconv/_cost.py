@@ -89,7 +89,7 @@ from multiconv._algorithms import DIRECT_ENGINES, fft_blocks, workspace_elements
 from multiconv._calibration import COEFFICIENTS, MACHINES, TRAINING_COEFFICIENTS
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from multiconv._spec import ConvSpec
 
@@ -294,6 +294,16 @@ def tangent_allowed(forward: str, method: str) -> bool:
     return (forward, method) not in JAX_UNMIXED
 
 
+def pick_tangent(backend: str, spec: ConvSpec, coefficients: Mapping[str, tuple[float, ...]]) -> str:
+    """The engine of least modelled training step, by ``coefficients`` (a fit of whole steps, per engine).
+
+    Among :func:`tangent_candidates` of the engines fitted that :func:`tangent_allowed` lets
+    follow ``spec.method``'s forward.
+    """
+    options = [m for m in tangent_candidates(backend, spec, coefficients) if tangent_allowed(spec.method, m)]
+    return min(options, key=lambda m: modelled(coefficients[m], backend, spec, m))
+
+
 def choose(backend: str, spec: ConvSpec, methods: tuple[str, ...], *, accelerator: bool = False) -> str:
     """The engine ``method="auto"`` runs: the least modelled time among those whose workspace fits."""
     direct = next(m for m in methods if m in DIRECT_ENGINES)
@@ -340,8 +350,7 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
         return None
     timed = TRAINING_COEFFICIENTS.get(cpu_profile(), {}).get(backend)
     if timed is not None:
-        options = [m for m in tangent_candidates(backend, spec, timed) if tangent_allowed(spec.method, m)]
-        tangent = min(options, key=lambda m: estimate_training(backend, spec, m))
+        tangent = pick_tangent(backend, spec, timed)
         return None if tangent == spec.method else tangent
     if math.prod(spec.kernel) >= FFT_MIN_TAPS:  # the forward's rule: FFT only for long kernels
         tangent = "fft"
