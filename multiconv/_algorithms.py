@@ -15,7 +15,7 @@ from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
     from multiconv._spec import ConvSpec
 
@@ -182,6 +182,44 @@ def aimed_chunk(spec: ConvSpec, method: str, itemsize: int, target: int) -> int:
     """:func:`batch_chunk`, smaller where a backend's engine runs faster on chunks of about ``target`` bytes of workspace."""
     per_sample = max(workspace_elements(spec, method, 1) * itemsize, 1)
     return max(1, min(batch_chunk(spec, method, itemsize), target // per_sample))
+
+
+#: NumPy's window engines (im2col, shifted products, einsum) work on batch chunks of about
+#: this much workspace each, under :func:`batch_chunk`'s, so that a
+#: chunk's buffers stay in one core's cache while that core works on it (the chunks run
+#: side by side, see :mod:`multiconv._threads`).  Measured with OpenBLAS: ``matmul``, 256
+#: samples of 16 channels, L 256, K 7 (AMD EPYC, 2 threads, one chunk after another):
+#: float32 7.9 -> 5.2 ms at 4 MiB, float64 16.4 -> 11.2.  ``shift`` keeps a product and a
+#: window per tap, re-read K times: it aims lower (Intel Xeon, 2 chunks side by side,
+#: 512 KiB against 4 MiB: that shape 2.5 -> 1.8 ms, in float64 5.6 -> 4.1; 32 samples of
+#: 256 channels depthwise, K 16, 5.5 -> 2.4; on one thread 5.7 -> 3.4, 10.8 -> 6.6 and
+#: 7.1 -> 5.4).  ``fft`` keeps the shared target.
+NUMPY_CHUNK_TARGETS: Final[Mapping[str, int]] = {"einsum": 4 * 2**20, "matmul": 4 * 2**20, "shift": 2**19}
+
+
+#: Multiply-adds a NumPy chunk carries at least, where the workspace limit allows: each chunk
+#: costs a few framework calls and a hand-off between threads (5-20 us), which small samples
+#: do not pay for (128 samples of 4 -> 8 channels, 16x16, 1x1, ``shift``: 46 us whole, 144 us
+#: in 4 chunks side by side).
+NUMPY_MIN_CHUNK_MACS: Final = 2**20
+
+
+def numpy_chunk(spec: ConvSpec, method: str, itemsize: int) -> int:
+    """The batch chunk NumPy's ``method`` works on.
+
+    Aimed at :data:`NUMPY_CHUNK_TARGETS` of workspace (else :func:`batch_chunk`'s), with
+    :data:`NUMPY_MIN_CHUNK_MACS` at least, within :func:`batch_chunk`'s.
+    """
+    target, limit = NUMPY_CHUNK_TARGETS.get(method), batch_chunk(spec, method, itemsize)
+    aimed = limit if target is None else aimed_chunk(spec, method, itemsize, target)
+    sample_macs = spec.out_channels * spec.group_in_channels * math.prod(spec.kernel) * math.prod(spec.out_size)
+    return min(limit, max(aimed, -(-NUMPY_MIN_CHUNK_MACS // max(sample_macs, 1))))
+
+
+def numpy_lanes(spec: ConvSpec, method: str, itemsize: int) -> int:
+    """The most of NumPy's chunks (:func:`numpy_chunk`) that may run at once: their workspaces together fit ``spec.workspace_limit``."""
+    workspace = workspace_elements(spec, method, numpy_chunk(spec, method, itemsize)) * itemsize
+    return max(1, spec.workspace_limit // max(workspace, 1))
 
 
 def batch_slices(spec: ConvSpec, method: str, itemsize: int, chunk: int | None = None) -> Iterator[slice]:

@@ -16,14 +16,14 @@ MACHINES: Final[dict[str, str]] = {
     ),
 }
 
-#: profile -> backend -> engine -> coefficients of (fixed, calls, products, gemm, copies, wide_copies, elementwise, fft, unblocked_copies).
+#: profile -> backend -> engine -> coefficients of (fixed, calls, products, gemm, copies, wide_copies, elementwise, fft, slow_copies).
 COEFFICIENTS: Final[dict[str, dict[str, dict[str, tuple[float, ...]]]]] = {
     "GenuineIntel": {
         "numpy": {
-            "einsum": (2.531e-05, 0, 0, 3.954e-12, 4.459e-10, 0, 0, 0, 0),
-            "shift": (1.237e-06, 9.325e-07, 0, 2.796e-12, 3.89e-10, 2.812e-10, 6.125e-10, 0, 0),
-            "matmul": (0, 8.264e-06, 2.962e-08, 2.796e-12, 2.686e-10, 2.075e-10, 0, 0, 0),
-            "fft": (0, 0, 0, 1.333e-12, 2.976e-09, 0, 0, 1.542e-10, 0),
+            "einsum": (3.793e-05, 0, 0, 3.08e-12, 3.307e-10, 0, 0, 0, 5.739e-10),
+            "shift": (8.348e-07, 1.72e-06, 0, 2.159e-12, 1.091e-10, 7.158e-11, 3.576e-10, 0, 2.929e-10),
+            "matmul": (1.698e-05, 0, 2.703e-08, 1.132e-12, 3.255e-10, 0, 0, 0, 4.251e-10),
+            "fft": (0, 0, 0, 9.653e-13, 2.376e-09, 0, 0, 1.546e-10, 0),
         },
         "torch": {
             "grouped": (2.827e-05, 0, 0, 1.488e-12, 0, 1.466e-09, 0, 0, 5.697e-10),
@@ -41,10 +41,10 @@ COEFFICIENTS: Final[dict[str, dict[str, dict[str, tuple[float, ...]]]]] = {
     },
     "AuthenticAMD": {
         "numpy": {
-            "einsum": (0.0001163, 0, 0, 5.94e-12, 5.034e-10, 6.33e-13, 0, 0, 0),
-            "shift": (0, 3.288e-06, 0, 6.146e-12, 4.139e-10, 1.21e-10, 1.196e-10, 0, 0),
-            "matmul": (0, 2.385e-05, 0, 5.696e-12, 4.318e-10, 0, 0, 0, 0),
-            "fft": (0.0001471, 0, 0, 1.506e-12, 3.85e-09, 0, 0, 2.931e-10, 0),
+            "einsum": (8.219e-05, 0, 0, 5.994e-12, 8.168e-10, 1.129e-10, 0, 0, 1.494e-09),
+            "shift": (0, 2.603e-06, 0, 6.771e-12, 4.429e-10, 4.593e-10, 3.918e-10, 0, 1.785e-10),
+            "matmul": (0, 2.303e-05, 0, 4.709e-12, 7.096e-10, 0, 0, 0, 7.947e-10),
+            "fft": (0, 0, 0, 2.757e-12, 2.41e-09, 0, 0, 3.82e-10, 0),
         },
         "torch": {
             "grouped": (3.794e-05, 0, 0, 1.28e-12, 0, 1.3e-09, 0, 0, 5.614e-10),

@@ -25,8 +25,11 @@ features of the convolution (:data:`FEATURES`):
     products).
 ``fft``
     ``points * log2(points)`` over every transform of the overlap-save engine.
-``unblocked_copies``
-    for the frameworks' own convolutions (PyTorch's ``grouped``, JAX's ``vmap`` and
+``slow_copies``
+    copies that run below cache speed.  For NumPy's engines, the copies again where
+    one sample's workspace exceeds the engine's chunk target (its buffers leave the
+    caches: 8 samples of 8 channels, L 16384, 257 taps, ran ``matmul`` at 2.7 times
+    the estimate without it); for the frameworks' own convolutions (PyTorch's ``grouped``, JAX's ``vmap`` and
     ``loop``), ``copies`` again where the channels per group do not come in blocks of
     8 (a depthwise convolution with one output channel per input channel excepted):
     measured on PyTorch (oneDNN), such convolutions ran at 2 to 100 GFLOP/s against 100
@@ -36,7 +39,11 @@ features of the convolution (:data:`FEATURES`):
 Work scales with the dtype: float64 counts twice, complex four (complex128 eight)
 times for ``gemm`` and ``fft``; ``copies`` and ``elementwise`` scale with the item
 size.  Half
-precision is computed in float32 and costed so.
+precision is computed in float32 and costed so.  NumPy's engines run their batch chunks
+side by side (:mod:`multiconv._threads`), and its features say so: work divided over
+the threads the chunks keep busy, framework calls counted per chunk (:func:`_side_by_side`).
+The Intel profile's NumPy timings were taken so; the AMD profile's predate it (its chunks ran
+one after another), so its NumPy estimates are those coefficients over the new features.
 
 The coefficients of each (backend, engine) pair were fitted (non-negative least
 squares on relative error, refitted with the wrongly ranked cases weighted up
@@ -85,15 +92,24 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from multiconv._algorithms import DIRECT_ENGINES, fft_blocks, workspace_elements
+from multiconv._algorithms import (
+    CHUNK_TARGET,
+    DIRECT_ENGINES,
+    NUMPY_CHUNK_TARGETS,
+    fft_blocks,
+    numpy_chunk,
+    numpy_lanes,
+    workspace_elements,
+)
 from multiconv._calibration import COEFFICIENTS, MACHINES, TRAINING_COEFFICIENTS
+from multiconv._threads import blas_threads
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from multiconv._spec import ConvSpec
 
-FEATURES: Final = ("fixed", "calls", "products", "gemm", "copies", "wide_copies", "elementwise", "fft", "unblocked_copies")
+FEATURES: Final = ("fixed", "calls", "products", "gemm", "copies", "wide_copies", "elementwise", "fft", "slow_copies")
 
 #: Flop multiplier of each compute dtype (half precision is computed in float32).
 _FLOP_SCALE: Final = {"float16": 1, "bfloat16": 1, "float32": 1, "float64": 2, "complex64": 4, "complex128": 8}
@@ -182,6 +198,45 @@ def _gemm(batch: int, m: int, k: int, n: int) -> float:
 
 def features(spec: ConvSpec, method: str, backend: str = "numpy") -> tuple[float, ...]:
     """The features of :data:`FEATURES` for ``method`` on ``spec`` (``backend``: who runs it)."""
+    whole = _features(spec, method, backend)
+    return _side_by_side(spec, method, whole) if backend == "numpy" else whole
+
+
+def _side_by_side(spec: ConvSpec, method: str, whole: tuple[float, ...]) -> tuple[float, ...]:
+    """NumPy's features as its engine runs: in batch chunks side by side (:mod:`multiconv._threads`).
+
+    With ``n`` chunks on the BLAS's ``t`` threads, ``w = min(t, n)`` of them run at once
+    (fewer where their workspaces would not fit the limit together:
+    :func:`multiconv._algorithms.numpy_lanes`), each thread working through ``ceil(n / w)``
+    of them: the work (products, copies, elementwise, transforms) divides by ``lanes =
+    n / ceil(n / w)``; the matrix products, which one chunk alone runs on all ``t`` BLAS
+    threads and each of ``w`` chunks on ``t // w``, by ``lanes * (t // w) / t``; the
+    framework calls, made once per chunk under Python's lock, multiply by ``n``.  Where
+    one sample's workspace exceeds the engine's chunk target
+    (:data:`multiconv._algorithms.NUMPY_CHUNK_TARGETS`), its copies leave the caches: they
+    count again as ``slow_copies``.
+    """
+    itemsize = 4 * _ITEM_SCALE[spec.dtype]
+    chunks = -(-spec.batch // numpy_chunk(spec, method, itemsize)) if spec.batch else 1
+    threads = blas_threads()
+    workers = max(1, min(threads, chunks, numpy_lanes(spec, method, itemsize)))
+    share = threads // workers if workers > 1 else threads
+    lanes = chunks / -(-chunks // workers)
+    fixed, calls, products, gemm, copies, *work, _ = whole
+    spilled = workspace_elements(spec, method, 1) * itemsize > NUMPY_CHUNK_TARGETS.get(method, CHUNK_TARGET)
+    return (
+        fixed,
+        calls * chunks,
+        products / lanes,
+        gemm * threads / (share * lanes),
+        copies / lanes,
+        *(f / lanes for f in work),
+        copies * spilled / lanes,
+    )
+
+
+def _features(spec: ConvSpec, method: str, backend: str) -> tuple[float, ...]:
+    """:func:`features` of the whole batch, as if in one chunk."""
     b, g, cg, og = spec.batch, spec.groups, spec.group_in_channels, spec.group_out_channels
     c, o = spec.in_channels, spec.out_channels
     taps, positions = math.prod(spec.kernel), math.prod(spec.out_size)

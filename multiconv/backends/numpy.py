@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from multiconv import _engines
-from multiconv._algorithms import aimed_chunk, batch_chunk, batch_slices
+from multiconv import _engines, _threads
+from multiconv._algorithms import batch_slices, numpy_chunk, numpy_lanes
 from multiconv._cost import choose
 from multiconv._engines import group_weight, index
 from multiconv._spec import HALF_DTYPES, ArrayInfo
@@ -147,17 +147,6 @@ def _compute_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype.name in HALF_DTYPES else dtype
 
 
-#: NumPy's window engines (im2col, shifted products, einsum) work on batch chunks of about
-#: this much workspace, under :func:`multiconv._algorithms.batch_chunk`'s: their buffers
-#: then stay near the caches (OpenBLAS Haswell kernel, AMD EPYC, 2 threads, against the
-#: shared 32 MiB: ``matmul``, 256 samples of 16 channels, L 256, K 7: float32 7.9 -> 5.2 ms,
-#: float64 16.4 -> 11.2; 64 samples of 64 channels, L 1024, K 3: 22.5 -> 20.5; ``shift``,
-#: 2-D 16 samples of 32 channels, 64x64, 3x3: 31 -> 23; 8 samples of 256 channels, where a
-#: sample's buffer is 1.5 MiB: 18.5 -> 20.0).  ``fft`` keeps the shared target.
-CACHE_CHUNK_TARGET: Final = 4 * 2**20
-_CACHE_CHUNKED: Final = frozenset({"einsum", "shift", "matmul"})
-
-
 def _batched(spec: ConvSpec, compute: np.dtype) -> Engine:
     """The engine on the padded input, in batch chunks where the workspace limit (or the caches) ask for them."""
     engine = METHODS[spec.method](spec)
@@ -168,10 +157,11 @@ def _batched(spec: ConvSpec, compute: np.dtype) -> Engine:
         return x if padding is None else np.pad(x, padding, mode=pad_mode)  # type: ignore[call-overload]
 
     method, itemsize = spec.method, compute.itemsize
-    chunk = aimed_chunk(spec, method, itemsize, CACHE_CHUNK_TARGET) if method in _CACHE_CHUNKED else batch_chunk(spec, method, itemsize)
+    chunk = numpy_chunk(spec, method, itemsize)
     if spec.batch and chunk >= spec.batch:
         return engine if padding is None else lambda x, w: engine(pad(x), w)
     chunks = tuple(batch_slices(spec, method, itemsize, chunk)) if spec.batch else ()
+    lanes = numpy_lanes(spec, method, itemsize)
     out_shape = (spec.batch, spec.out_channels, *spec.out_size)
 
     if method == "matmul":  # each chunk's matmul writes its part of the result in place
@@ -188,8 +178,12 @@ def _batched(spec: ConvSpec, compute: np.dtype) -> Engine:
 
     def chunked(x: np.ndarray, w: np.ndarray) -> np.ndarray:
         y = np.empty(out_shape, compute)  # every chunk writes its part (np.zeros cost 3-6 ms for 17 MB)
-        for part in chunks:
-            fill(y[part], pad(x[part]), w[part] if per_sample else w)
+
+        def task(part: slice) -> Callable[[], None]:
+            return lambda: fill(y[part], pad(x[part]), w[part] if per_sample else w)
+
+        # the chunks side by side, one thread per BLAS thread, as many as fit the workspace limit together
+        _threads.run_all([task(part) for part in chunks], _threads.blas_threads(), lanes)
         return y
 
     return chunked
