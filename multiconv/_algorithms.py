@@ -217,9 +217,16 @@ def numpy_chunk(spec: ConvSpec, method: str, itemsize: int) -> int:
 
 
 def numpy_lanes(spec: ConvSpec, method: str, itemsize: int) -> int:
-    """The most of NumPy's chunks (:func:`numpy_chunk`) that may run at once: their workspaces together fit ``spec.workspace_limit``."""
-    workspace = workspace_elements(spec, method, numpy_chunk(spec, method, itemsize)) * itemsize
-    return max(1, spec.workspace_limit // max(workspace, 1))
+    """The most of NumPy's chunks (:func:`numpy_chunk`) that may run at once (at least 1).
+
+    As many as fit ``spec.workspace_limit`` together, each with its workspace, its padded
+    copy of the input and its output.
+    """
+    chunk = numpy_chunk(spec, method, itemsize)
+    padded = spec.in_channels * math.prod(spec.padded_size)
+    output = spec.out_channels * math.prod(spec.out_size)
+    each = (workspace_elements(spec, method, chunk) + chunk * (padded + output)) * itemsize
+    return max(1, spec.workspace_limit // max(each, 1))
 
 
 def batch_slices(spec: ConvSpec, method: str, itemsize: int, chunk: int | None = None) -> Iterator[slice]:

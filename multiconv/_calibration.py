@@ -8,7 +8,7 @@ from typing import Final
 MACHINES: Final[dict[str, str]] = {
     "GenuineIntel": (
         "Intel(R) Xeon(R) Processor (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2; "
-        "timed: jax-training 2026-12-05, jax 2026-12-05, numpy 2026-12-05, torch-training 2026-12-05, torch 2026-12-05"
+        "timed: jax-training 2026-12-05, jax 2026-12-05, numpy 2026-12-06, torch-training 2026-12-05, torch 2026-12-05"
     ),
     "AuthenticAMD": (
         "AMD EPYC (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2; "
@@ -20,10 +20,10 @@ MACHINES: Final[dict[str, str]] = {
 COEFFICIENTS: Final[dict[str, dict[str, dict[str, tuple[float, ...]]]]] = {
     "GenuineIntel": {
         "numpy": {
-            "einsum": (3.793e-05, 0, 0, 3.08e-12, 3.307e-10, 0, 0, 0, 5.739e-10),
-            "shift": (8.348e-07, 1.72e-06, 0, 2.159e-12, 1.091e-10, 7.158e-11, 3.576e-10, 0, 2.929e-10),
-            "matmul": (1.698e-05, 0, 2.703e-08, 1.132e-12, 3.255e-10, 0, 0, 0, 4.251e-10),
-            "fft": (0, 0, 0, 9.653e-13, 2.376e-09, 0, 0, 1.546e-10, 0),
+            "einsum": (3.529e-05, 0, 0, 2.812e-12, 2.85e-10, 0, 0, 0, 6.252e-10),
+            "shift": (1.509e-06, 1.373e-06, 0, 1.501e-12, 2.415e-10, 0, 2.899e-10, 0, 2.156e-10),
+            "matmul": (1.084e-05, 0, 0, 1.501e-12, 2.562e-10, 0, 0, 0, 4.289e-10),
+            "fft": (0, 0, 0, 9.786e-13, 1.762e-09, 0, 0, 1.874e-10, 0),
         },
         "torch": {
             "grouped": (2.827e-05, 0, 0, 1.488e-12, 0, 1.466e-09, 0, 0, 5.697e-10),
@@ -41,10 +41,10 @@ COEFFICIENTS: Final[dict[str, dict[str, dict[str, tuple[float, ...]]]]] = {
     },
     "AuthenticAMD": {
         "numpy": {
-            "einsum": (8.219e-05, 0, 0, 5.994e-12, 8.168e-10, 1.129e-10, 0, 0, 1.494e-09),
-            "shift": (0, 2.603e-06, 0, 6.771e-12, 4.429e-10, 4.593e-10, 3.918e-10, 0, 1.785e-10),
-            "matmul": (0, 2.303e-05, 0, 4.709e-12, 7.096e-10, 0, 0, 0, 7.947e-10),
-            "fft": (0, 0, 0, 2.757e-12, 2.41e-09, 0, 0, 3.82e-10, 0),
+            "einsum": (7.064e-05, 0, 0, 5.406e-12, 9.438e-10, 0, 0, 0, 1.45e-09),
+            "shift": (0, 2.596e-06, 0, 6.736e-12, 3.933e-10, 5.373e-10, 4.334e-10, 0, 2.9e-10),
+            "matmul": (0, 2.565e-05, 0, 3.957e-12, 7.522e-10, 0, 0, 0, 8.888e-10),
+            "fft": (0, 0, 0, 9.085e-13, 2.332e-09, 0, 0, 4.197e-10, 0),
         },
         "torch": {
             "grouped": (3.794e-05, 0, 0, 1.28e-12, 0, 1.3e-09, 0, 0, 5.614e-10),

@@ -205,23 +205,25 @@ def features(spec: ConvSpec, method: str, backend: str = "numpy") -> tuple[float
 def _side_by_side(spec: ConvSpec, method: str, whole: tuple[float, ...]) -> tuple[float, ...]:
     """NumPy's features as its engine runs: in batch chunks side by side (:mod:`multiconv._threads`).
 
-    With ``n`` chunks on the BLAS's ``t`` threads, ``w = min(t, n)`` of them run at once
-    (fewer where their workspaces would not fit the limit together:
+    With ``n`` chunks of ``c`` samples on the BLAS's ``t`` threads, ``w = min(t, n)`` of
+    them run at once (fewer where they would not fit the workspace limit together:
     :func:`multiconv._algorithms.numpy_lanes`), each thread working through ``ceil(n / w)``
-    of them: the work (products, copies, elementwise, transforms) divides by ``lanes =
-    n / ceil(n / w)``; the matrix products, which one chunk alone runs on all ``t`` BLAS
-    threads and each of ``w`` chunks on ``t // w``, by ``lanes * (t // w) / t``; the
-    framework calls, made once per chunk under Python's lock, multiply by ``n``.  Where
-    one sample's workspace exceeds the engine's chunk target
-    (:data:`multiconv._algorithms.NUMPY_CHUNK_TARGETS`), its copies leave the caches: they
+    of them.  The work (products, copies, elementwise, transforms) divides by ``lanes =
+    B / (ceil(n / w) * c)``, the batch over the samples one thread takes; the matrix
+    products, which one chunk alone runs on all ``t`` BLAS threads and each of ``w``
+    chunks on ``t // w``, by ``lanes * (t // w) / t``; the framework calls, made once per
+    chunk under Python's lock, multiply by ``n``.  Where one sample's workspace exceeds
+    the engine's chunk target (:data:`multiconv._algorithms.NUMPY_CHUNK_TARGETS`), its
+    copies leave the caches: they
     count again as ``slow_copies``.
     """
     itemsize = 4 * _ITEM_SCALE[spec.dtype]
-    chunks = -(-spec.batch // numpy_chunk(spec, method, itemsize)) if spec.batch else 1
+    chunk = numpy_chunk(spec, method, itemsize)
+    chunks = -(-spec.batch // chunk) if spec.batch else 1
     threads = blas_threads()
     workers = max(1, min(threads, chunks, numpy_lanes(spec, method, itemsize)))
     share = threads // workers if workers > 1 else threads
-    lanes = chunks / -(-chunks // workers)
+    lanes = max(spec.batch, 1) / (-(-chunks // workers) * min(chunk, max(spec.batch, 1)))  # the batch over a thread's share
     fixed, calls, products, gemm, copies, *work, _ = whole
     spilled = workspace_elements(spec, method, 1) * itemsize > NUMPY_CHUNK_TARGETS.get(method, CHUNK_TARGET)
     return (

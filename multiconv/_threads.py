@@ -12,18 +12,18 @@ went from 10.6-11.2 ms with a 2-thread BLAS to 6.9-8.0 ms.  Two threads calling 
 The number of threads is the BLAS's own thread count at the call
 (``threadpoolctl``), so a process or a block that sets the BLAS to one thread
 (``OPENBLAS_NUM_THREADS=1``, ``threadpool_limits(1)``) gets a serial engine.  With
-fewer chunks than threads, each chunk's products get a share of them.  While a call
-runs chunks side by side, every BLAS that ``threadpoolctl`` finds is set to that
-share (one thread, when there are as many chunks as threads), for the whole process;
-calls that overlap share the first one's setting, and the last to finish puts the
-thread counts back.
+fewer chunks than threads, each chunk's products get a share of them.  One call runs
+side by side at a time: it sets every BLAS that ``threadpoolctl`` found at its first use
+to its share of threads (one, when there are as many chunks as threads), for the whole
+process, and puts the counts back when it ends; a call made meanwhile (from another
+thread) runs its chunks one after another.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +32,10 @@ if TYPE_CHECKING:
 
     from threadpoolctl import ThreadpoolController
 
-_lock = threading.Lock()
-_state: dict[str, Any] = {"users": 0, "limiter": None, "pool": None}
+#: One side-by-side run at a time: it owns the BLAS setting and the workers until it ends.
+_running = threading.Lock()
+#: ``threads``: the BLAS's count before the running call set it; ``limiter``: that setting; ``pool``: (size, workers).
+_state: dict[str, Any] = {"threads": None, "limiter": None, "pool": None}
 
 
 @cache
@@ -45,47 +47,30 @@ def _blas() -> ThreadpoolController:
 
 
 def blas_threads() -> int:
-    """The most threads any loaded BLAS uses now (1 if none is found)."""
-    return max((lib.num_threads for lib in _blas().lib_controllers), default=1)
+    """The most threads any loaded BLAS uses (1 if none is found); while a call runs side by side, the count it found."""
+    held: int | None = _state["threads"]
+    return held if held is not None else max((lib.num_threads for lib in _blas().lib_controllers), default=1)
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
-    """The shared workers for runs on ``threads`` threads (``threads - 1`` of them: the calling thread is the other)."""
-    with _lock:
-        pool = _state["pool"]
-        if pool is None or pool[0] != threads:
-            if pool is not None:
-                pool[1].shutdown(wait=False)
-            pool = (threads, ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="multiconv"))
-            _state["pool"] = pool
-        executor: ThreadPoolExecutor = pool[1]
-        return executor
-
-
-def _limit_blas(threads: int) -> None:
-    """Set every BLAS to ``threads`` threads, unless an overlapping call has set it already."""
-    with _lock:
-        if _state["users"] == 0:
-            _state["limiter"] = _blas().limit(limits=threads)
-        _state["users"] += 1
-
-
-def _release_blas() -> None:
-    """The last overlapping call out puts the BLAS thread counts back."""
-    with _lock:
-        _state["users"] -= 1
-        if _state["users"] == 0:
-            _state["limiter"].restore_original_limits()
-            _state["limiter"] = None
+    """The workers of runs on ``threads`` threads (``threads - 1``: the calling thread is the other); the running call's alone."""
+    pool = _state["pool"]
+    if pool is None or pool[0] != threads:
+        if pool is not None:
+            pool[1].shutdown(wait=False)  # idle: no other call runs side by side
+        pool = (threads, ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="multiconv"))
+        _state["pool"] = pool
+    executor: ThreadPoolExecutor = pool[1]
+    return executor
 
 
 def _after_fork_in_child() -> None:
-    """A forked child has only the forking thread: no workers, no calls in flight, and maybe a held lock."""
-    global _lock  # noqa: PLW0603 (the parent's lock may have been held by a thread the child lacks)
-    _lock = threading.Lock()
+    """A forked child has only the forking thread: no workers, no call in flight; the BLAS gets its count back."""
+    global _running  # noqa: PLW0603 (the parent's lock may be held by a thread the child does not have)
+    _running = threading.Lock()
     if _state["limiter"] is not None:
         _state["limiter"].restore_original_limits()
-    _state.update(users=0, limiter=None, pool=None)
+    _state.update(threads=None, limiter=None, pool=None)
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
@@ -95,17 +80,31 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
 def run_all(tasks: Sequence[Callable[[], None]], threads: int, at_once: int) -> None:
     """Run every task, up to ``at_once`` at a time, on the ``threads`` threads of the BLAS.
 
-    ``w = min(threads, at_once, len(tasks))`` threads (this one and ``w - 1`` shared
-    workers) take the tasks in order, with the BLAS set to ``threads // w`` threads
-    meanwhile.  With ``w == 1`` they run here, in order, and the BLAS keeps its
-    threads.  An exception in any task is raised here once every thread has stopped;
-    the tasks not started by then are dropped.
+    ``w = min(threads, at_once, len(tasks))`` threads (this one and ``w - 1`` workers)
+    take the tasks in order, with every BLAS set to ``threads // w`` threads meanwhile.
+    With ``w == 1``, or while another call runs side by side, they run here, in order,
+    and the BLAS keeps its setting.  An exception in any task (or an interrupt here) stops
+    the others once their current task is done, and is raised here; the tasks not
+    started by then are dropped.
     """
     workers = min(threads, at_once, len(tasks))
-    if workers <= 1:
+    if workers <= 1 or not _running.acquire(blocking=False):
         for task in tasks:
             task()
         return
+    try:
+        _state["threads"] = threads
+        # the context manager: set and restored by this thread, which threadpoolctl then lets go of the BLAS
+        with _blas().limit(limits=threads // workers) as limiter:
+            _state["limiter"] = limiter
+            _side_by_side(tasks, workers, _pool(threads))
+    finally:
+        _state.update(threads=None, limiter=None)
+        _running.release()
+
+
+def _side_by_side(tasks: Sequence[Callable[[], None]], workers: int, pool: ThreadPoolExecutor) -> None:
+    """:func:`run_all`'s run: this thread and ``workers - 1`` of ``pool``'s take the tasks in turn."""
     pending: Iterator[Callable[[], None]] = iter(tasks)
     taking = threading.Lock()
     failed = threading.Event()
@@ -122,15 +121,16 @@ def run_all(tasks: Sequence[Callable[[], None]], threads: int, at_once: int) -> 
                 failed.set()
                 raise
 
-    pool = _pool(threads)
-    _limit_blas(threads // workers)
+    futures = [pool.submit(drain) for _ in range(workers - 1)]
     try:
-        futures = [pool.submit(drain) for _ in range(workers - 1)]
-        try:
-            drain()
-        finally:
-            errors = [error for error in (future.exception() for future in futures) if error is not None]
-    finally:
-        _release_blas()
+        drain()
+        wait(futures)
+    except BaseException:
+        failed.set()
+        for future in futures:
+            future.cancel()
+        wait(futures)
+        raise
+    errors = [error for error in (future.exception() for future in futures) if error is not None]
     if errors:
         raise errors[0]

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import TYPE_CHECKING
+import time
+import tracemalloc
+import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from support import BACKENDS
 from threadpoolctl import threadpool_limits
 
 import multiconv
-from multiconv import _threads
+from multiconv import _algorithms, _api, _threads
 from multiconv.testing import assert_matches_reference
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-pytestmark = pytest.mark.xdist_group("blas-threads")  # they change the process's BLAS thread count
+pytestmark = [
+    pytest.mark.xdist_group("blas-threads"),  # they change the process's BLAS thread count
+    pytest.mark.skipif("numpy" not in BACKENDS, reason="NumPy backend not requested"),
+]
 
 _BLAS = _threads.blas_threads()
 needs_threads = pytest.mark.skipif(_BLAS < 2, reason="NumPy's BLAS runs one thread here: nothing runs side by side")
@@ -28,21 +36,30 @@ def _dense() -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((96, 32, 512)).astype(np.float32), rng.standard_normal((96, 32, 32, 3)).astype(np.float32)
 
 
+def _spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Record ``(tasks, threads that may run them at once)`` of every ``run_all`` the NumPy backend makes."""
+    runs: list[tuple[int, int]] = []
+    run_all_itself = _threads.run_all
+
+    def run_all(tasks: list[Callable[[], None]], threads: int, at_once: int) -> None:
+        runs.append((len(tasks), min(threads, at_once, len(tasks))))
+        run_all_itself(tasks, threads, at_once)
+
+    monkeypatch.setattr(_threads, "run_all", run_all)
+    return runs
+
+
 @needs_threads
 @pytest.mark.parametrize("method", ["einsum", "shift", "matmul", "fft"])
 def test_side_by_side_chunks_give_the_serial_result_bit_for_bit(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
     x, w = _dense()
-    runs: list[tuple[int, int]] = []
-
-    def run_all(tasks: list[Callable[[], None]], threads: int, at_once: int) -> None:
-        runs.append((len(tasks), min(threads, at_once)))
-        run_all_itself(tasks, threads, at_once)
-
-    run_all_itself = _threads.run_all
-    monkeypatch.setattr(_threads, "run_all", run_all)
+    runs = _spy(monkeypatch)
     y = multiconv.batch_conv(x, w, method=method)
-    assert runs[0][0] > 1
-    assert runs[0][1] == _BLAS
+    spec = _api.plan(x, w, method=method).spec
+    assert runs == [
+        (len(list(_algorithms.batch_slices(spec, method, 4, _algorithms.numpy_chunk(spec, method, 4)))), min(_BLAS, runs[0][0]))
+    ]
+    assert runs[0][1] >= 2
     with threadpool_limits(1):  # one BLAS thread: the chunks run one after another, here
         serial = multiconv.batch_conv(x, w, method=method)
     np.testing.assert_array_equal(y, serial)
@@ -52,24 +69,39 @@ def test_side_by_side_chunks_give_the_serial_result_bit_for_bit(monkeypatch: pyt
 
 @needs_threads
 def test_the_workspace_limit_caps_the_chunks_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks run side by side only as many at once as their workspaces fit the limit together."""
-    from multiconv import _algorithms, _api
-
+    """Chunks run side by side only as many at once as their workspaces, padded inputs and outputs fit the limit together."""
     x, w = _dense()
-    at_once: list[int] = []
-    run_all_itself = _threads.run_all
-
-    def run_all(tasks: list[Callable[[], None]], threads: int, lanes: int) -> None:
-        at_once.append(min(threads, lanes, len(tasks)))
-        run_all_itself(tasks, threads, lanes)
-
-    monkeypatch.setattr(_threads, "run_all", run_all)
+    runs = _spy(monkeypatch)
     spec = _api.plan(x, w, method="matmul").spec
-    chunk = _algorithms.workspace_elements(spec, "matmul", _algorithms.numpy_chunk(spec, "matmul", 4)) * 4
-    for limit, expected in ((chunk * 3 // 2, 1), (2 * chunk, 2)):
+    chunk = _algorithms.numpy_chunk(spec, "matmul", 4)
+    each = (_algorithms.workspace_elements(spec, "matmul", chunk) + chunk * 32 * (512 + 510)) * 4
+    for limit, expected in ((each * 3 // 2, 1), (2 * each, 2)):
         y = multiconv.batch_conv(x, w, method="matmul", workspace_limit=limit)
-        assert at_once.pop() == min(expected, _BLAS)
+        assert runs.pop()[1] == min(expected, _BLAS)
         assert_matches_reference(y, x, w)
+
+
+@needs_threads
+@pytest.mark.parametrize("method", ["shift", "matmul"])
+def test_chunks_in_flight_keep_their_scratch_under_the_limit(method: str) -> None:
+    """tracemalloc sees every thread: padded chunks, workspaces and chunk outputs in flight stay within the limit."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((64, 16, 2048)).astype(np.float32)
+    w = rng.standard_normal((64, 16, 16, 9)).astype(np.float32)
+    spec = _api.plan(x, w, method=method, padding="same").spec
+    chunk = _algorithms.numpy_chunk(spec, method, 4)
+    limit = (_algorithms.workspace_elements(spec, method, chunk) + chunk * 16 * (2056 + 2048)) * 4 * 5 // 2  # 2 chunks in flight
+    spec = _api.plan(x, w, method=method, padding="same", workspace_limit=limit).spec
+    assert _algorithms.numpy_lanes(spec, method, 4) == 2  # side by side, and the limit bites
+    assert _algorithms.workspace_elements(spec, method, 64) * 4 > 2 * limit
+    output = 64 * 16 * 2048 * 4
+    tracemalloc.start()
+    try:
+        multiconv.batch_conv(x, w, method=method, padding="same", workspace_limit=limit)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - output <= limit
 
 
 def _recording(count: int) -> tuple[list[Callable[[], None]], list[tuple[int, str]]]:
@@ -82,13 +114,37 @@ def _recording(count: int) -> tuple[list[Callable[[], None]], list[tuple[int, st
     return [run] * count, seen
 
 
+def _limits_set(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record every thread count ``run_all`` sets the BLAS to."""
+    limits: list[int] = []
+    controller = _threads._blas()
+    limit_itself = controller.limit
+
+    def limit(**kwargs: Any) -> Any:
+        limits.append(kwargs["limits"])
+        return limit_itself(**kwargs)
+
+    monkeypatch.setattr(controller, "limit", limit)
+    return limits
+
+
 @needs_threads
-def test_tasks_run_on_one_blas_thread_and_the_count_comes_back() -> None:
-    tasks, seen = _recording(16)
-    _threads.run_all(tasks, _BLAS, 16)
-    assert len(seen) == 16
-    assert {blas for blas, _ in seen} == {1}
-    assert _threads.blas_threads() == _BLAS
+def test_tasks_run_with_the_blas_on_one_thread_and_the_count_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = _limits_set(monkeypatch)
+    started = threading.Barrier(2, timeout=10)
+    names: list[str] = []
+
+    def meet() -> None:  # two tasks that wait for each other: they must run on two threads at once
+        started.wait()
+        names.append(threading.current_thread().name)
+
+    tasks, _ = _recording(14)
+    _threads.run_all([meet, meet, *tasks], _BLAS, 16)
+    assert limits == [_BLAS // min(_BLAS, 16)]  # as many threads as the BLAS's, one BLAS thread each
+    assert len(set(names)) == 2
+    assert _threads.blas_threads() == _BLAS  # restored
+    with threadpool_limits(1):  # and the BLAS still obeys the caller (threadpoolctl let go of it)
+        assert max(lib.num_threads for lib in _threads._blas().lib_controllers) == 1
 
 
 def test_one_thread_runs_every_task_here_in_order() -> None:
@@ -98,30 +154,44 @@ def test_one_thread_runs_every_task_here_in_order() -> None:
     tasks, seen = _recording(3)
     _threads.run_all(tasks, _BLAS, 1)  # one at a time (the workspace limit's cap): here, BLAS untouched
     assert {name for _, name in seen} == {threading.current_thread().name}
-    assert {blas for blas, _ in seen} == {_BLAS}  # the BLAS keeps its threads
+    assert {blas for blas, _ in seen} == {_BLAS}
 
 
 @needs_threads
-def test_a_failing_task_raises_here_and_the_count_comes_back() -> None:
+def test_fewer_tasks_than_threads_share_the_blas_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two chunks on a BLAS of ``2 t`` threads: each chunk's products get ``t``."""
+    limits = _limits_set(monkeypatch)
+    tasks, seen = _recording(2)
+    _threads.run_all(tasks, 2 * _BLAS, 8)
+    assert limits == [_BLAS]
+    assert len(seen) == 2
+
+
+@needs_threads
+def test_a_failing_task_raises_here_and_the_rest_are_dropped() -> None:
     ran: list[int] = []
+    failing = threading.Event()
 
     def task(n: int) -> Callable[[], None]:
         def run() -> None:
             if n == 3:
+                failing.set()
                 raise ValueError("task 3")
+            time.sleep(0.002)  # the others are slow enough that the failure stops them
             ran.append(n)
 
         return run
 
     with pytest.raises(ValueError, match="task 3"):
         _threads.run_all([task(n) for n in range(200)], _BLAS, 200)
-    assert len(ran) < 199  # the tasks after the failure are dropped
+    assert failing.is_set()
+    assert len(ran) < 50
     assert _threads.blas_threads() == _BLAS
 
 
 @needs_threads
 def test_overlapping_calls_from_user_threads() -> None:
-    """Several threads calling batch_conv at once: right results, and the BLAS count restored by the last."""
+    """Several threads calling batch_conv at once, the first of them not the main thread: right results, BLAS restored."""
     x, w = _dense()
     expected = multiconv.batch_conv(x, w, method="matmul")
     results: list[np.ndarray] = []
@@ -133,39 +203,67 @@ def test_overlapping_calls_from_user_threads() -> None:
         except BaseException as error:  # noqa: BLE001 (re-raised below, in the test's thread)
             errors.append(error)
 
+    first = threading.Thread(target=call)
+    first.start()
+    first.join()
     users = [threading.Thread(target=call) for _ in range(4)]
     for user in users:
         user.start()
     for user in users:
         user.join()
     assert not errors
-    assert len(results) == 20
+    assert len(results) == 25
     for y in results:
         np.testing.assert_array_equal(y, expected)
     assert _threads.blas_threads() == _BLAS
+    with threadpool_limits(1):  # a call made in another thread left the BLAS to this one
+        assert max(lib.num_threads for lib in _threads._blas().lib_controllers) == 1
 
 
 @needs_threads
-def test_fewer_tasks_than_threads_share_the_blas_threads() -> None:
-    """Two chunks on a BLAS of ``2 t`` threads: each chunk's products get ``t``."""
-    tasks, seen = _recording(2)
-    _threads.run_all(tasks, 2 * _BLAS, 8)
-    assert [blas for blas, _ in seen] == [_BLAS, _BLAS]
-    assert _threads.blas_threads() == _BLAS
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_runs_side_by_side_with_workers_of_its_own() -> None:
+    x, w = _dense()
+    expected = multiconv.batch_conv(x, w, method="matmul")  # the parent's workers exist now
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fork() of a process with threads (Python 3.12+; JAX's own warning when imported)
+        pid = os.fork()
+    if pid == 0:  # the child: exit status 0 if it computed the same result side by side
+        status = 1
+        try:
+            runs: list[int] = []
+            run_all_itself = _threads.run_all
+
+            def run_all(tasks: list[Callable[[], None]], threads: int, at_once: int) -> None:
+                runs.append(min(threads, at_once, len(tasks)))
+                run_all_itself(tasks, threads, at_once)
+
+            _threads.run_all = run_all  # type: ignore[assignment]
+            y = multiconv.batch_conv(x, w, method="matmul")
+            status = 0 if runs and runs[0] >= 2 and np.array_equal(y, expected) and _threads.blas_threads() == _BLAS else 2
+        finally:
+            os._exit(status)
+    deadline = time.monotonic() + 120
+    while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if waited[0] == 0:  # a hung child fails the test instead of hanging the suite
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child did not finish in 120 s")
+    assert os.waitstatus_to_exitcode(waited[1]) == 0
 
 
 @needs_threads
-def test_a_forked_child_starts_afresh() -> None:
-    """In a forked child the parent's workers and held lock are gone: the fork hook drops them and restores the BLAS."""
+def test_the_fork_hook_restores_the_blas_and_drops_the_workers() -> None:
+    """The hook as a child runs it when the fork came while a call ran side by side."""
     tasks, _ = _recording(4)
     _threads.run_all(tasks, _BLAS, 4)
-    parent_pool = _threads._state["pool"]
-    _threads._limit_blas(1)  # as if the fork came while a call ran side by side
-    assert _threads.blas_threads() == 1
+    limiter = _threads._blas().limit(limits=1)
+    _threads._state.update(threads=_BLAS, limiter=limiter)
+    assert max(lib.num_threads for lib in _threads._blas().lib_controllers) == 1
     _threads._after_fork_in_child()
+    assert _threads._state == {"threads": None, "limiter": None, "pool": None}
     assert _threads.blas_threads() == _BLAS
-    assert _threads._state == {"users": 0, "limiter": None, "pool": None}
     tasks, seen = _recording(4)
     _threads.run_all(tasks, _BLAS, 4)
     assert len(seen) == 4
-    assert _threads._state["pool"] is not parent_pool
