@@ -73,7 +73,7 @@ def _after_fork_in_child() -> None:
     _state.update(threads=None, limiter=None, pool=None)
 
 
-if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+if hasattr(os, "register_at_fork"):  # pragma: no branch (not on Windows, which does not fork)
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 

@@ -168,25 +168,21 @@ def test_fewer_tasks_than_threads_share_the_blas_threads(monkeypatch: pytest.Mon
 
 
 @needs_threads
-def test_a_failing_task_raises_here_and_the_rest_are_dropped() -> None:
-    ran: list[int] = []
-    failing = threading.Event()
+def test_a_failure_in_a_worker_stops_the_others_and_is_raised_here() -> None:
+    caller = threading.current_thread()
+    ran: list[str] = []
 
-    def task(n: int) -> Callable[[], None]:
-        def run() -> None:
-            if n == 3:
-                failing.set()
-                raise ValueError("task 3")
-            time.sleep(0.002)  # the others are slow enough that the failure stops them
-            ran.append(n)
+    def task() -> None:
+        if threading.current_thread() is not caller:
+            raise ValueError("a worker's task")
+        time.sleep(0.002)  # the caller's tasks are slow enough that the failure stops them
+        ran.append(caller.name)
 
-        return run
-
-    with pytest.raises(ValueError, match="task 3"):
-        _threads.run_all([task(n) for n in range(200)], _BLAS, 200)
-    assert failing.is_set()
+    with pytest.raises(ValueError, match="a worker's task"):
+        _threads.run_all([task] * 200, _BLAS, 200)
     assert len(ran) < 50
     assert _threads.blas_threads() == _BLAS
+    assert not _threads._running.locked()
 
 
 @needs_threads
@@ -264,6 +260,37 @@ def test_the_fork_hook_restores_the_blas_and_drops_the_workers() -> None:
     _threads._after_fork_in_child()
     assert _threads._state == {"threads": None, "limiter": None, "pool": None}
     assert _threads.blas_threads() == _BLAS
+    _threads._after_fork_in_child()  # a fork while no call ran side by side: nothing to restore
+    assert _threads.blas_threads() == _BLAS
     tasks, seen = _recording(4)
     _threads.run_all(tasks, _BLAS, 4)
     assert len(seen) == 4
+
+
+@needs_threads
+def test_a_failure_in_the_calling_thread_stops_the_workers_and_is_raised() -> None:
+    caller = threading.current_thread()
+    ran: list[str] = []
+
+    def task() -> None:
+        if threading.current_thread() is caller:
+            raise KeyError("the caller's task")
+        time.sleep(0.002)
+        ran.append(threading.current_thread().name)
+
+    with pytest.raises(KeyError, match="the caller's task"):
+        _threads.run_all([task] * 200, _BLAS, 200)
+    assert len(ran) < 50  # the workers stopped after their current task
+    assert _threads.blas_threads() == _BLAS
+    assert not _threads._running.locked()
+
+
+@needs_threads
+def test_a_new_thread_count_gets_a_new_pool() -> None:
+    tasks, seen = _recording(4)
+    _threads.run_all(tasks, _BLAS, 4)
+    first = _threads._state["pool"]
+    _threads.run_all(tasks, _BLAS + 1, 4)  # as if the BLAS had been given another thread
+    assert _threads._state["pool"][0] == _BLAS + 1
+    assert _threads._state["pool"][1] is not first[1]
+    assert len(seen) == 8
