@@ -222,8 +222,8 @@ def _side_by_side(spec: ConvSpec, method: str, whole: tuple[float, ...]) -> tupl
     chunks = -(-spec.batch // chunk) if spec.batch else 1
     threads = blas_threads()
     workers = max(1, min(threads, chunks, numpy_lanes(spec, method, itemsize)))
-    share = threads // workers if workers > 1 else threads
-    lanes = max(spec.batch, 1) / (-(-chunks // workers) * min(chunk, max(spec.batch, 1)))  # the batch over a thread's share
+    share = threads // workers
+    lanes = max(spec.batch, 1) / (-(-chunks // workers) * chunk)  # the batch over a thread's share (chunk <= batch)
     fixed, calls, products, gemm, copies, *work, _ = whole
     spilled = workspace_elements(spec, method, 1) * itemsize > NUMPY_CHUNK_TARGETS.get(method, CHUNK_TARGET)
     return (

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
+    from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import ThreadpoolController
 
@@ -54,6 +54,8 @@ def blas_threads() -> int:
 
 def _pool(threads: int) -> ThreadPoolExecutor:
     """The workers of runs on ``threads`` threads (``threads - 1``: the calling thread is the other); the running call's alone."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 (8 ms of imports: on the first run side by side only)
+
     pool = _state["pool"]
     if pool is None or pool[0] != threads:
         if pool is not None:
@@ -97,14 +99,16 @@ def run_all(tasks: Sequence[Callable[[], None]], threads: int, at_once: int) -> 
         # the context manager: set and restored by this thread, which threadpoolctl then lets go of the BLAS
         with _blas().limit(limits=threads // workers) as limiter:
             _state["limiter"] = limiter
-            _side_by_side(tasks, workers, _pool(threads))
+            _take_turns(tasks, workers, _pool(threads))
     finally:
         _state.update(threads=None, limiter=None)
         _running.release()
 
 
-def _side_by_side(tasks: Sequence[Callable[[], None]], workers: int, pool: ThreadPoolExecutor) -> None:
+def _take_turns(tasks: Sequence[Callable[[], None]], workers: int, pool: ThreadPoolExecutor) -> None:
     """:func:`run_all`'s run: this thread and ``workers - 1`` of ``pool``'s take the tasks in turn."""
+    from concurrent.futures import wait  # noqa: PLC0415 (imported with the pool)
+
     pending: Iterator[Callable[[], None]] = iter(tasks)
     taking = threading.Lock()
     failed = threading.Event()
