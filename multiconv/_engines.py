@@ -35,6 +35,16 @@ _ALL = slice(None)
 class Ops(Protocol):
     """Array operations whose spelling differs between frameworks."""
 
+    @property
+    def terms_per_sum(self) -> int:
+        """How many terms :func:`shift` adds into one running sum before it starts another.
+
+        0: one running sum, updated in place where the framework allows.
+        """
+
+    def total(self, sums: list[Any]) -> Any:
+        """The sum of :func:`shift`'s running sums (:func:`pairwise_sum`, or a framework's variant)."""
+
     def windows(self, x: Any, sizes: tuple[int, ...], steps: tuple[int, ...], dilation: tuple[int, ...]) -> Any:
         """``(B, C, *n, *sizes)``: windows of the spatial dims, ``steps`` apart, taps ``dilation`` apart.
 
@@ -68,6 +78,13 @@ class Ops(Protocol):
 
 def _multiply(a: Any, b: Any) -> Any:
     return a * b
+
+
+def pairwise_sum(terms: list[Any]) -> Any:
+    """``terms[0] + terms[1] + ...``, added in pairs (a balanced tree of additions)."""
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
 
 
 def window_counts(spatial: tuple[int, ...], sizes: tuple[int, ...], steps: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[int, ...]:
@@ -110,6 +127,8 @@ def shift(ops: Ops, spec: ConvSpec) -> Engine:
     # Reshapes that would not change a shape are skipped (each costs a framework call); shapes go as one
     # tuple (NumPy parses separate sizes at about twice the cost).
     same_x = per_sample and groups == 1 and spec.ndim == 1  # (B, C_in, L) is already (B * groups, Cg, L)
+    sums_count = -(-taps_count // ops.terms_per_sum) if ops.terms_per_sum else 1
+    per_sum = -(-taps_count // sums_count)  # the taps spread evenly over the running sums
 
     if windows == (None,):  # a pointwise kernel over the whole input: one product
 
@@ -129,17 +148,17 @@ def shift(ops: Ops, spec: ConvSpec) -> Engine:
         w_rows = rows if per_sample else groups
         stacked = w.reshape((w_rows, og, cg, taps_count))
         weights = tuple(stacked[..., number] for number in range(taps_count))
-        y = None
-        for window, weight in zip(windows, weights, strict=True):
+        sums: list[Any] = []
+        for number, (window, weight) in enumerate(zip(windows, weights, strict=True)):
             taps = xg if window is None else xg[window]
             if flatten:
                 taps = taps.reshape((rows, *taps_tail))
             term = product(weight, taps)
-            if y is None:
-                y = term
+            if number % per_sum == 0:
+                sums.append(term)
             else:
-                y += term  # in place where the framework allows (JAX rebinds)
-        assert y is not None  # noqa: S101 (a kernel has at least one tap)
+                sums[-1] += term  # in place where the framework allows (JAX rebinds)
+        y = sums[0] if len(sums) == 1 else ops.total(sums)
         return y if same_x else y.reshape((batch, *out_tail))
 
     return run

@@ -35,7 +35,7 @@ import multiconv
 from multiconv.testing import assert_conv_close, error_bound, reference_conv, reference_conv_vjp
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
 torch: Any = importlib.import_module("torch") if "torch" in BACKENDS else None
 jax: Any = importlib.import_module("jax") if "jax" in BACKENDS else None
@@ -560,6 +560,8 @@ DEPTHWISE_CASES = {
         dtype="complex128",
     ),
     "many-positions": ConvCase(batch=2, groups=2, group_in=1, group_out=2, in_size=(300,), kernel=(5,), padding="same"),
+    # 12 taps and 19 output positions: both derivatives' chains split into running sums (JAX_TERMS_PER_SUM)
+    "long-kernel-running-sums": ConvCase(batch=2, groups=2, group_in=1, group_out=1, in_size=(30,), kernel=(12,), bias_kind="shared"),
     # zero padding as large as the kernel: the torch engine pads the input itself (its convolution's padding is slow)
     "padding-beyond-the-kernel": ConvCase(batch=2, groups=3, group_in=1, group_out=1, in_size=(6,), kernel=(3,), padding=4),
     "many-positions-2d-stride-dilation": ConvCase(
@@ -599,6 +601,91 @@ def test_jax_depthwise_shift_derivatives_are_adjoint_convolutions(case: ConvCase
 
 #: A dense per-sample case with a complex twin: ``shift``/``matmul`` products that broadcast nothing.
 DENSE_CASE = ConvCase(batch=3, groups=2, group_in=2, group_out=3, in_size=(7,), kernel=(3,), padding=1, bias_kind="per_sample")
+
+
+def jaxprs(jaxpr: Any) -> Iterator[Any]:
+    """``jaxpr`` and every jaxpr nested in its equations (jit, custom rules, loops), depth first."""
+    yield jaxpr
+    for eqn in jaxpr.eqns:
+        for value in eqn.params.values():
+            for item in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(item, "jaxpr", item)  # a ClosedJaxpr holds its Jaxpr
+                if hasattr(inner, "eqns"):
+                    yield from jaxprs(inner)
+
+
+def longest_addition_chain(jaxpr: Any) -> int:
+    """The most additions one after another (each adding the previous one's result) within any one jaxpr."""
+    longest = 0
+    for inner in jaxprs(jaxpr):
+        depth: dict[Any, int] = {}
+        for eqn in inner.eqns:
+            if eqn.primitive.name in {"add", "add_any"}:
+                chain = 1 + max((depth.get(v, 0) for v in eqn.invars if hasattr(v, "count")), default=0)  # Literals have no count
+                depth |= dict.fromkeys(eqn.outvars, chain)
+                longest = max(longest, chain)
+    return longest
+
+
+@needs_jax
+def test_jax_depthwise_shift_derivatives_keep_their_running_sums() -> None:
+    """The depthwise weight derivative (a chain over 19 output positions) adds up at most ``JAX_TERMS_PER_SUM`` terms in a row.
+
+    Reverse mode transposes the engine's derivative rule twice, and a transpose adds a
+    value's cotangents in one chain: without the copies that mark each running sum,
+    the 19 terms came back as 18 additions in a row (XLA's CPU code for such a chain is
+    about twice as slow; see ``JAX_TERMS_PER_SUM``).
+    """
+    from multiconv.backends import jax as jax_backend
+
+    case = DEPTHWISE_CASES["long-kernel-running-sums"]
+    arrays = case.arrays()
+    conv, args = jax_call(case, arrays, "shift")
+    cotangent = jnp.asarray(cotangent_for(case, arrays))
+    pullback = jax.make_jaxpr(lambda *a: jax.vjp(conv, *a)[1](cotangent))(*args)
+    per_sum = jax_backend.JAX_TERMS_PER_SUM
+    assert 1 < per_sum < 18
+    assert longest_addition_chain(pullback.jaxpr) <= per_sum + 2  # a sum of 7 (6 additions) then 3 sums added pairwise
+
+
+@needs_jax
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+def test_jax_tangent_engine_derivatives_run_its_own_rules(dtype: str) -> None:
+    """``auto`` differentiated through another engine runs that engine's derivative rules (``_matmul``'s copied transposes).
+
+    The ``matmul`` forward with ``shift`` tangents: each tangent term is ``shift``'s own JVP,
+    so no product of the pullback contracts the rows of its left operand (XLA's slow
+    CPU dot); applied to the tangents instead, three did.  The gradients are the reference's.
+    """
+    from multiconv.backends import jax as jax_backend
+
+    case = dataclasses.replace(DENSE_CASE, dtype=dtype)
+    arrays = case.arrays()
+    _, args = jax_call(case, arrays, "matmul")
+    spec = dataclasses.replace(multiconv._api.plan(*args, method="matmul", **case.kwargs()).spec, tangent_method="shift")
+    cotangent = cotangent_for(case, arrays)
+
+    def pullback(*a: Any) -> Any:
+        return jax.vjp(lambda *b: jax_backend._convolve(spec, *b), *a)[1](jnp.asarray(cotangent))
+
+    rows = [
+        eqn.params["dimension_numbers"][0][0]
+        for inner in jaxprs(jax.make_jaxpr(pullback)(*args).jaxpr)
+        for eqn in inner.eqns
+        if eqn.primitive.name == "dot_general" and tuple(eqn.params["dimension_numbers"][0][0]) != (eqn.invars[0].aval.ndim - 1,)
+    ]
+    assert not rows, rows
+    expected = list(reference_conv_vjp(*arrays, grad_y=cotangent, **case.kwargs()))
+    assert_grads_close([np.asarray(g) for g in jax.jit(pullback)(*args)], expected, "vjp")
+    rng = np.random.default_rng(case.seed + 4)
+    dx, dw, dbias = (random_like(a, rng) for a in arrays if a is not None)
+    x, w, _ = arrays
+    _, pushed = jax.jvp(lambda *b: jax_backend._convolve(spec, *b), tuple(args), tuple(jnp.asarray(t) for t in (dx, dw, dbias)))
+    linear = reference_conv(dx, w, dbias, **case.kwargs()) + reference_conv(x, dw, **case.kwargs())
+    assert_float64_close(pushed, linear, "jvp")
+    # the bias's tangent alone (the others symbolic zeros): broadcast, no convolution
+    _, pushed = jax.jvp(lambda b: jax_backend._convolve(spec, args[0], args[1], b), (args[2],), (jnp.asarray(dbias),))
+    assert_float64_close(pushed, np.broadcast_to(dbias[:, :, None], pushed.shape), "jvp of the bias")
 
 
 @needs_jax

@@ -21,7 +21,7 @@ from jax import lax
 from multiconv import _engines
 from multiconv._algorithms import DIRECT_ENGINES, aimed_chunk, batch_chunk, depthwise_adjoints, kernel_taps
 from multiconv._cost import choose, choose_tangent
-from multiconv._engines import index, window_counts
+from multiconv._engines import index, pairwise_sum, window_counts
 from multiconv._spec import HALF_DTYPES, ArrayInfo
 from multiconv.backends import host_array, spatial_slices
 
@@ -236,8 +236,27 @@ def _windows_tangent(
 _gathered_windows.defjvp(_windows_tangent)
 
 
+#: ``shift``'s running sums hold at most this many terms each (:attr:`multiconv._engines.Ops.terms_per_sum`).
+#: XLA's CPU backend fuses a chain of multiply-adds into one loop that computes each
+#: element's chain one addition after another, so a long chain waits on each addition:
+#: the depthwise weight derivative of the benchmark's depthwise shape (32 samples of 256
+#: channels, L 64, K 16: 49 multiply-adds of 16 taps) took 226 us as one chain and
+#: 128-138 us as chains of 6-12 terms added pairwise (2 threads, Intel Xeon); the
+#: forward's 16 taps, 112 us as one chain, 104-107 us as 2 or 4.
+JAX_TERMS_PER_SUM: Final = 8
+
+
 class _JaxOps:
     """:class:`multiconv._engines.Ops` for JAX (windows are gathers: JAX has no strided views)."""
+
+    terms_per_sum: Final = JAX_TERMS_PER_SUM
+
+    @staticmethod
+    def total(sums: list[jax.Array]) -> jax.Array:
+        # Each running sum is marked with a copy (free: it lowers to nothing) so that a derivative
+        # that transposes this sum twice (the depthwise ``shift``'s) keeps its running sums: a
+        # transpose adds up a value's cotangents in one chain, one per use of that value.
+        return pairwise_sum([jnp.array(s, copy=True) for s in sums])  # type: ignore[no-any-return]
 
     windows: Final = staticmethod(_gathered_windows)
 
@@ -407,18 +426,27 @@ def _differentiated_elsewhere(spec: ConvSpec, x: jax.Array, w: jax.Array, bias: 
 
 
 def _tangent(spec: ConvSpec, primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[jax.Array, jax.Array]:
-    """``conv(dx, w) + dbias + conv(x, dw)`` by ``spec.tangent_method``; zero tangents skip their term."""
+    """``conv(dx, w) + dbias + conv(x, dw)`` by ``spec.tangent_method``; zero tangents skip their term.
+
+    Each convolution term is that engine's own tangent (``jax.jvp``), not the engine applied
+    to the tangent: so reverse mode runs the derivative rules the engine's products carry
+    (:func:`_matmul`'s copied transposes, the depthwise ``shift``'s adjoints).  Applied to
+    the tangent, ``shift``'s products were transposed as plain dots that contract the
+    weight's rows (the ``many`` shape in float64, after the ``matmul`` forward: 7 of the
+    step's 15 products).
+    """
     x, w, bias = primals
     dx, dw, dbias = tangents
     y = _direct(spec, x, w, bias)
     other = dataclasses.replace(spec, method=spec.tangent_method or spec.method, tangent_method=None)
     zero = jax.custom_derivatives.SymbolicZero
     terms = []
-    if not isinstance(dx, zero) or (bias is not None and not isinstance(dbias, zero)):
-        dx = jnp.zeros_like(x) if isinstance(dx, zero) else dx
-        terms.append(_direct(other, dx, w, None if bias is None or isinstance(dbias, zero) else dbias))
+    if not isinstance(dx, zero):
+        terms.append(jax.jvp(lambda a: _direct(other, a, w, None), (x,), (dx,))[1])
     if not isinstance(dw, zero):
-        terms.append(_direct(other, x, dw, None))
+        terms.append(jax.jvp(lambda b: _direct(other, x, b, None), (w,), (dw,))[1])
+    if bias is not None and not isinstance(dbias, zero):
+        terms.append(jnp.broadcast_to(dbias.astype(y.dtype).reshape(spec.bias_shape), y.shape))
     dy = _sum(terms, y)
     return y, dy
 

@@ -16,7 +16,7 @@ from numpy.lib.stride_tricks import as_strided
 from multiconv import _engines, _threads
 from multiconv._algorithms import batch_slices, numpy_chunk, numpy_lanes
 from multiconv._cost import choose
-from multiconv._engines import group_weight, index
+from multiconv._engines import group_weight, index, pairwise_sum
 from multiconv._spec import HALF_DTYPES, ArrayInfo
 from multiconv.backends import spatial_slices
 
@@ -62,6 +62,9 @@ def choose_method(spec: ConvSpec) -> str:
 
 class _NumpyOps:
     """:class:`multiconv._engines.Ops` for NumPy."""
+
+    terms_per_sum: Final = 0
+    total: Final = staticmethod(pairwise_sum)
 
     @staticmethod
     def windows(x: np.ndarray, sizes: tuple[int, ...], steps: tuple[int, ...], dilation: tuple[int, ...]) -> np.ndarray:

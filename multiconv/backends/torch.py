@@ -21,7 +21,7 @@ from multiconv import _engines
 from multiconv._algorithms import batch_chunk, uncovered
 from multiconv._api import batch_conv
 from multiconv._cost import choose
-from multiconv._engines import group_weight, index, window_counts
+from multiconv._engines import group_weight, index, pairwise_sum, window_counts
 from multiconv._spec import ARGUMENT_DEFAULTS, HALF_DTYPES, ArrayInfo
 from multiconv.backends import host_array, spatial_slices
 
@@ -342,6 +342,9 @@ class _RealFFT(torch.autograd.Function):
 
 class _TorchOps:
     """:class:`multiconv._engines.Ops` for PyTorch."""
+
+    terms_per_sum: Final = 0
+    total: Final = staticmethod(pairwise_sum)
 
     @staticmethod
     def windows(x: torch.Tensor, sizes: tuple[int, ...], steps: tuple[int, ...], dilation: tuple[int, ...]) -> torch.Tensor:
