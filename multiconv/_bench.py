@@ -30,7 +30,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
-import importlib
 import itertools
 import json
 import math
@@ -736,10 +735,9 @@ def _load_average() -> list[float] | None:
 
 def machine_info(framework: Framework | None = None) -> dict[str, Any]:
     """Platform, CPU, cores, Python, the framework, NumPy's BLAS (threadpoolctl) and BLAS environment variables."""
-    try:
-        pools: list[dict[str, Any]] | str = importlib.import_module("threadpoolctl").threadpool_info()
-    except ImportError:
-        pools = "threadpoolctl not installed"
+    from threadpoolctl import threadpool_info  # noqa: PLC0415 (a dependency; scanning the loaded libraries costs ms)
+
+    pools: list[dict[str, Any]] = threadpool_info()
     affinity = getattr(os, "sched_getaffinity", None)
     info: dict[str, Any] = {
         "platform": platform.platform(),

@@ -237,10 +237,9 @@ def test_jax_memory_is_na_without_a_memory_analysis() -> None:
 # ----- machine description
 
 
-def test_machine_info_without_threadpoolctl(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+def test_machine_info_without_a_framework() -> None:
     info = _bench.machine_info()
-    assert info["threadpools"] == "threadpoolctl not installed"
+    assert isinstance(info["threadpools"], list)  # threadpoolctl is a dependency of the package
     assert "framework" not in info
 
 
