@@ -41,6 +41,7 @@ torch: Any = importlib.import_module("torch") if "torch" in BACKENDS else None
 jax: Any = importlib.import_module("jax") if "jax" in BACKENDS else None
 jnp: Any = importlib.import_module("jax.numpy") if "jax" in BACKENDS else None
 jax_test_util: Any = importlib.import_module("jax.test_util") if "jax" in BACKENDS else None
+jax_core: Any = importlib.import_module("jax.extend.core") if "jax" in BACKENDS else None
 
 AUTODIFF_BACKENDS = [b for b in BACKENDS if b != "numpy"]
 needs_torch = pytest.mark.skipif("torch" not in BACKENDS, reason="PyTorch backend not requested")
@@ -621,7 +622,7 @@ def longest_addition_chain(jaxpr: Any) -> int:
         depth: dict[Any, int] = {}
         for eqn in inner.eqns:
             if eqn.primitive.name in {"add", "add_any"}:
-                chain = 1 + max((depth.get(v, 0) for v in eqn.invars if hasattr(v, "count")), default=0)  # Literals have no count
+                chain = 1 + max((depth.get(v, 0) for v in eqn.invars if not isinstance(v, jax_core.Literal)), default=0)
                 depth |= dict.fromkeys(eqn.outvars, chain)
                 longest = max(longest, chain)
     return longest
