@@ -268,6 +268,18 @@ def _allocator(machine: dict[str, Any], name: str) -> str:
     return "unset" if value is None else f"{int(value) / 2**20:g} MiB"
 
 
+def _settle_note(settings: dict[str, Any]) -> str:
+    """The sentence on NumPy's settling calls, for runs that made them (older runs' settings lack the field)."""
+    seconds = settings.get("settle_seconds")
+    if not seconds:
+        return ""
+    return (
+        f" NumPy's untimed calls last at least {seconds * 1e3:.0f} ms: OpenBLAS's workers spin about 0.1 s after a "
+        "multi-threaded call (a baseline's, the GEMM's), and multiconv's NumPy chunks, which run on threads of their "
+        "own, measured 1.6-1.9x slower in that window."
+    )
+
+
 def _allocator_line(machine: dict[str, Any]) -> str:
     """The Markdown line on the run's allocator settings: the warm heap of today's runs, or the fixed 32 MiB of earlier ones."""
     mmap, trim = _allocator(machine, "MALLOC_MMAP_THRESHOLD_"), _allocator(machine, "MALLOC_TRIM_THRESHOLD_")
@@ -312,7 +324,8 @@ def render(data: dict[str, Any], plot: str = "../benchmarks/results.png", notes:
         (
             f"- Method: each backend in its own process; every candidate checked against the float64 reference, then "
             f"{data['settings']['rounds']} interleaved rounds (order shuffled per round) of an untimed call and a block of at least "
-            f"{data['settings']['block_seconds'] * 1e3:.0f} ms; the time is the best round, per call. GFLOP/s is "
+            f"{data['settings']['block_seconds'] * 1e3:.0f} ms; the time is the best round, per call."
+            f"{_settle_note(data['settings'])} GFLOP/s is "
             "`2 * MACs / time`; %GEMM compares it with the framework's own float32 1024x1024 matmul, timed in the same "
             "rounds. JAX candidates (multiconv and baselines alike) run under `jax.jit`. Peak memory: tracemalloc "
             "(NumPy), the profiler's allocation events (PyTorch), XLA's memory analysis (JAX)."

@@ -13,7 +13,9 @@ Every candidate is first checked against :func:`multiconv.testing.reference_conv
 (so a wrong candidate cannot win), then timed in interleaved rounds: each round
 runs an untimed call and then a block of calls of every candidate, one after the other, together with a
 square float32 GEMM of the same framework, so that all of them see the same
-machine state.  The best (minimum) over rounds is reported, as time per call,
+machine state.  Where multiconv's engines run threads of their own (NumPy's), the
+untimed calls go on for :attr:`Settings.settle_seconds`, until the previous
+candidate's BLAS workers have stopped spinning.  The best (minimum) over rounds is reported, as time per call,
 GFLOP/s (``2 * MACs / time``) and percentage of the GEMM's best rate: on a shared,
 noisy machine the minimum is the stable estimate of what each code path costs.
 
@@ -136,11 +138,18 @@ class Settings:
     time_cap: float = 2.0
     gemm_size: int = 1024
     quick: bool = False
+    #: Untimed calls before each timed block of a backend whose engines run threads beside the
+    #: framework's own (:attr:`Framework.own_threads`).  OpenBLAS's idle workers spin for about
+    #: 2^28 cycles (0.1 s, ``OPENBLAS_THREAD_TIMEOUT``) after each multi-threaded call, so a NumPy
+    #: engine's chunks timed right after a baseline or the GEMM shared their two cores with them:
+    #: 64 samples of 64 channels, L 1024, K 3 (Intel Xeon, 2 cores) took 16-19 ms within 0.1 s of
+    #: a 1024x1024 GEMM and 9.5-10 ms after 0.2 s (8.2 ms right after with the timeout set to 2^4).
+    settle_seconds: float = 0.25
 
     @classmethod
     def make(cls, *, quick: bool, rounds: int | None = None, time_cap: float | None = None) -> Settings:
         """Defaults for a full or a ``--quick`` run, with optional overrides."""
-        base = cls(rounds=2, block_seconds=0.002, gemm_size=256, quick=True) if quick else cls()
+        base = cls(rounds=2, block_seconds=0.002, gemm_size=256, quick=True, settle_seconds=0.0) if quick else cls()
         return dataclasses.replace(
             base,
             rounds=base.rounds if rounds is None else rounds,
@@ -500,6 +509,9 @@ class Framework:
     compile: Callable[[Callable[[Any, Any], Any]], Callable[[Any, Any], Any]] = _as_is
     #: ``trainable(x)``: ``x`` as a training step passes it (a PyTorch leaf that requires grad), for ``auto``'s training plan.
     trainable: Callable[[Any], Any] = _as_is
+    #: Whether multiconv's engines run threads of their own beside the framework's pool (NumPy's chunks run side
+    #: by side beside OpenBLAS's workers: :mod:`multiconv._threads`): its blocks then wait out :attr:`Settings.settle_seconds`.
+    own_threads: bool = False
 
 
 def _no_sync(_: object) -> None:
@@ -539,6 +551,7 @@ def _numpy_framework() -> Framework:
         peak_memory=_tracemalloc_peak,
         dtype_context=_no_context,
         details={},
+        own_threads=True,
     )
 
 
@@ -800,6 +813,19 @@ def _time_block(fn: Callable[[], Any], sync: Callable[[Any], object], calls: int
     return (time.perf_counter() - start) / calls
 
 
+def _settle(fn: Callable[[], Any], sync: Callable[[Any], object], seconds: float) -> int:
+    """Untimed calls, at least one and for at least ``seconds``; returns how many.
+
+    The first call after another candidate refills caches and the allocator; the
+    rest let the other candidate's threads go idle (see :attr:`Settings.settle_seconds`).
+    """
+    calls, deadline = 0, time.perf_counter() + seconds
+    while calls == 0 or time.perf_counter() < deadline:
+        sync(fn())
+        calls += 1
+    return calls
+
+
 def _calls_per_block(fn: Callable[[], Any], sync: Callable[[Any], object], once: float, settings: Settings) -> int:
     """Calls that make a block last about ``settings.block_seconds``.
 
@@ -903,6 +929,7 @@ def _run_rounds(
 ) -> tuple[list[float], int]:
     """Interleaved rounds: every ready candidate and the GEMM once per round; returns the GEMM's samples and FLOP."""
     gemm, gemm_flop = _gemm_thunk(fw, settings.gemm_size)
+    settle = settings.settle_seconds if fw.own_threads else 0.0
     fw.sync(gemm())
     gemm_calls = _calls_per_block(gemm, fw.sync, _time_block(gemm, fw.sync, 1), settings)
     gemm_samples: list[float] = []
@@ -916,6 +943,7 @@ def _run_rounds(
             shuffler.shuffle(order)
             for trial in order:
                 if trial is None:
+                    _settle(gemm, fw.sync, settle)
                     gemm_samples.append(_time_block(gemm, fw.sync, gemm_calls))
                     continue
                 tick(f"{label} {trial.candidate.name} (round {round_ + 1}/{settings.rounds})")
@@ -924,7 +952,7 @@ def _run_rounds(
                     continue
                 try:
                     call = functools.partial(fn, x, w)
-                    fw.sync(call())  # untimed: the first call after another candidate refills caches and the allocator
+                    _settle(call, fw.sync, settle)
                     trial.samples.append(_time_block(call, fw.sync, trial.calls))
                 except Exception as error:  # noqa: BLE001  (one failing candidate must not stop the benchmark)
                     trial.status, trial.note = "error", _short(error)

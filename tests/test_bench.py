@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,6 +21,7 @@ from multiconv.cli import main
 from multiconv.testing import reference_conv, reference_conv_vjp
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 # One 2-D case with padding "same" and one grouped (depthwise) case: the baselines' hardest paths.
@@ -264,3 +267,33 @@ def test_a_training_step_computes_the_output_with_the_gradients(name: str) -> No
     assert len(got) == 3
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(fw.to_numpy(a), b, rtol=1e-4, atol=1e-4)
+
+
+def test_settling_calls_last_their_time_and_run_at_least_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[None] = []
+    assert _bench._settle(lambda: calls.append(None), lambda _: None, 0.0) == 1
+    clock = iter(range(100))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(clock)))  # the harness reads time.perf_counter
+    assert _bench._settle(lambda: calls.append(None), lambda _: None, 5.0) == 5  # deadline 0 + 5: calls end at 1..5
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_numpy_blocks_settle_after_other_candidates(quick: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NumPy's blocks wait out the BLAS workers' spin (full runs only); a framework without threads of its own does not."""
+    settled: list[float] = []
+
+    def settle(fn: Callable[[], Any], _sync: object, seconds: float) -> None:
+        settled.append(seconds)
+        fn()
+
+    monkeypatch.setattr(_bench, "_settle", settle)
+    case = _bench.QUICK_SHAPES["readme"]
+    geo = _bench.Geometry.of(case)
+    settings = dataclasses.replace(_bench.Settings.make(quick=True, rounds=1), settle_seconds=0.0 if quick else 0.25)
+    candidate = _bench.Candidate("loop", "baseline", lambda x, w: _bench._np_loop(x, w, geo))
+    numpy = _bench._numpy_framework()
+    for framework, expected in ((numpy, settings.settle_seconds), (dataclasses.replace(numpy, own_threads=False), 0.0)):
+        settled.clear()
+        _bench._measure_case(framework, case, index=0, candidates=[candidate], settings=settings, tick=lambda _: None)
+        assert settled == [expected, expected]  # the candidate's block and the GEMM's
+    assert _bench.Settings.make(quick=quick).settle_seconds == (0.0 if quick else 0.25)
