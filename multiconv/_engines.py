@@ -64,7 +64,10 @@ class Ops(Protocol):
         """``a`` reversed along ``axes``."""
 
     def matmul(self, a: Any, b: Any) -> Any:
-        """``a @ b`` (batched; each framework's fastest spelling)."""
+        """``a @ b`` (batched; each framework's fastest spelling).
+
+        Where a backend passes :func:`shift`'s engine an ``out``, it also takes ``out=``.
+        """
 
     def is_complex(self, a: Any) -> bool:
         """Whether ``a`` holds complex numbers."""
@@ -78,6 +81,23 @@ class Ops(Protocol):
 
 def _multiply(a: Any, b: Any) -> Any:
     return a * b
+
+
+def _product_into(ops: Ops, a: Any, b: Any, out: Any, *, depthwise: bool) -> Any:
+    """:func:`shift`'s product of ``a`` and ``b`` written into ``out``; returns the view of ``out`` shaped like it."""
+    into = out.reshape((*b.shape[:-2], a.shape[-2], b.shape[-1]))
+    if depthwise:
+        into[...] = _multiply(a, b)
+        return into
+    return ops.matmul(a, b, out=into)  # type: ignore[call-arg]
+
+
+def _total(ops: Ops, sums: list[Any], out: Any) -> Any:
+    """:func:`shift`'s running sums added up; into ``out`` when given (the first sum already is a view of it)."""
+    if out is None:
+        return ops.total(sums)
+    out[...] = ops.total(sums).reshape(out.shape)
+    return out.reshape(sums[0].shape)
 
 
 def pairwise_sum(terms: list[Any]) -> Any:
@@ -111,7 +131,10 @@ def shift(ops: Ops, spec: ConvSpec) -> Engine:
     """One batched matmul per kernel offset, accumulated; a multiply-add when depthwise.
 
     Per-sample weights fold batch and groups into one matmul batch dim (``B * groups``);
-    a shared weight broadcasts over the batch.
+    a shared weight broadcasts over the batch.  The engine also takes ``out``, a
+    contiguous array of the result's shape (NumPy's batch chunks, parts of one result):
+    the first product is written there (``ops.matmul(..., out=)``) and the sum runs in
+    it, instead of in a buffer copied over at the end.
     """
     groups, cg, og = spec.groups, spec.group_in_channels, spec.group_out_channels
     positions, taps_count, padded = math.prod(spec.out_size), math.prod(spec.kernel), spec.padded_size
@@ -130,18 +153,21 @@ def shift(ops: Ops, spec: ConvSpec) -> Engine:
     sums_count = -(-taps_count // ops.terms_per_sum) if ops.terms_per_sum else 1
     per_sum = -(-taps_count // sums_count)  # the taps spread evenly over the running sums
 
+    def first(a: Any, b: Any, out: Any) -> Any:
+        return product(a, b) if out is None else _product_into(ops, a, b, out, depthwise=depthwise)
+
     if windows == (None,):  # a pointwise kernel over the whole input: one product
 
-        def pointwise(x: Any, w: Any) -> Any:
+        def pointwise(x: Any, w: Any, out: Any = None) -> Any:
             batch = x.shape[0]
             rows = batch * groups if per_sample else batch
             xg = x if same_x else x.reshape((rows, *taps_tail))
-            y = product(w.reshape((rows if per_sample else groups, og, cg)), xg)
+            y = first(w.reshape((rows if per_sample else groups, og, cg)), xg, out)
             return y if same_x else y.reshape((batch, *out_tail))
 
         return pointwise
 
-    def run(x: Any, w: Any) -> Any:
+    def run(x: Any, w: Any, out: Any = None) -> Any:
         batch = x.shape[0]
         rows = batch * groups if per_sample else batch
         xg = x if same_x else x.reshape((rows, *x_tail))
@@ -153,12 +179,13 @@ def shift(ops: Ops, spec: ConvSpec) -> Engine:
             taps = xg if window is None else xg[window]
             if flatten:
                 taps = taps.reshape((rows, *taps_tail))
-            term = product(weight, taps)
-            if number % per_sum == 0:
-                sums.append(term)
+            if number == 0:
+                sums.append(first(weight, taps, out))
+            elif number % per_sum == 0:
+                sums.append(product(weight, taps))
             else:
-                sums[-1] += term  # in place where the framework allows (JAX rebinds)
-        y = sums[0] if len(sums) == 1 else ops.total(sums)
+                sums[-1] += product(weight, taps)  # in place where the framework allows (JAX rebinds)
+        y = sums[0] if len(sums) == 1 else _total(ops, sums, out)
         return y if same_x else y.reshape((batch, *out_tail))
 
     return run
