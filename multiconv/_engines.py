@@ -63,6 +63,9 @@ class Ops(Protocol):
     def flip(self, a: Any, axes: tuple[int, ...]) -> Any:
         """``a`` reversed along ``axes``."""
 
+    def stack(self, arrays: list[Any], axis: int) -> Any:
+        """``arrays`` (of one shape) stacked along a new dim ``axis``."""
+
     def matmul(self, a: Any, b: Any) -> Any:
         """``a @ b`` (batched; each framework's fastest spelling).
 
@@ -210,6 +213,22 @@ def im2col(ops: Ops, spec: ConvSpec) -> Callable[[Any], Any]:
     return columns
 
 
+def tap_columns(ops: Ops, spec: ConvSpec) -> Callable[[Any], Any]:
+    """:func:`im2col`'s ``columns(x)``, built as one slice of ``x`` per kernel tap, stacked.
+
+    Same buffer, same layout (row ``c * taps + t``); it needs neither a strided view
+    nor a gather, so it is the spelling for JAX, whose windows are gathers.
+    """
+    positions, taps = math.prod(spec.out_size), math.prod(spec.kernel)
+    windows = tuple(index(_ALL, _ALL, *window) for _, window in kernel_taps(spec))
+    tail = (spec.groups, spec.group_in_channels * taps, positions)
+
+    def columns(x: Any) -> Any:
+        return ops.stack([x[window] for window in windows], axis=2).reshape((x.shape[0], *tail))  # (B, C, taps, *S_out)
+
+    return columns
+
+
 def columns_weight(spec: ConvSpec) -> Callable[[Any], Any]:
     """``weight(w)``: ``w`` as the stack of ``(C_out // groups, C_in // groups * taps)`` matrices that multiply :func:`im2col`'s buffer."""
     n, rows = spec.ndim, spec.group_in_channels * math.prod(spec.kernel)
@@ -231,9 +250,9 @@ def columns_product(ops: Ops, spec: ConvSpec) -> Callable[[Any, Any], Any]:
     return product
 
 
-def matmul(ops: Ops, spec: ConvSpec) -> Engine:
-    """Copy every window into an im2col buffer, then one batched matmul."""
-    columns, product = im2col(ops, spec), columns_product(ops, spec)
+def matmul(ops: Ops, spec: ConvSpec, columns: Callable[[Any], Any] | None = None) -> Engine:
+    """Copy every window into an im2col buffer (:func:`im2col`, or ``columns``), then one batched matmul."""
+    columns, product = columns or im2col(ops, spec), columns_product(ops, spec)
 
     def run(x: Any, w: Any) -> Any:
         return product(w, columns(x))

@@ -79,6 +79,57 @@ SHIFT_PATHS: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, Any]]] 
 }
 
 
+#: im2col geometries: ``(x, w, keyword arguments)``: strided, dilated, grouped, 2-D and 3-D, pointwise.
+COLUMN_CASES: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, Any]]] = {
+    "1-d-strided-dilated": ((2, 4, 23), (2, 6, 2, 3), {"groups": 2, "stride": 2, "dilation": 3}),
+    "2-d": ((2, 3, 9, 8), (2, 4, 3, 3, 2), {"stride": (2, 1), "padding": "same"}),
+    "3-d-depthwise": ((2, 4, 5, 6, 7), (2, 4, 1, 2, 3, 2), {"groups": 4, "dilation": (1, 2, 1)}),
+    "pointwise": ((2, 4, 10), (2, 6, 4, 1), {}),
+}
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b in {"numpy", "jax"}])
+@pytest.mark.parametrize("case", COLUMN_CASES)
+def test_tap_columns_are_the_im2col_buffer(case: str, backend: str) -> None:
+    """One slice per tap, stacked: bitwise the windows' im2col buffer, same layout."""
+    backend_module = importlib.import_module(f"multiconv.backends.{backend}")
+    x_shape, w_shape, kwargs = COLUMN_CASES[case]
+    rng = np.random.default_rng(9)
+    x, w = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
+    spec = _api.plan(x, w, method="matmul", **kwargs).spec
+    padded = np.pad(x, ((0, 0), (0, 0), *spec.padding))
+    ops, arrays = backend_module.OPS, as_backend(padded, backend)
+    stacked = _engines.tap_columns(ops, spec)(arrays)
+    windows = _engines.im2col(ops, spec)(arrays)
+    np.testing.assert_array_equal(np.asarray(stacked), np.asarray(windows))
+
+
+@pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
+def test_jax_matmul_stacks_slices_and_differentiates_through_the_gathered_windows() -> None:
+    """The forward builds the im2col buffer from slices (no gather); a derivative, from the gathered windows, as before."""
+    import jax
+    import jax.numpy as jnp
+
+    def primitives(jaxpr: Any) -> set[str]:
+        found = {eqn.primitive.name for eqn in jaxpr.eqns}
+        for eqn in jaxpr.eqns:
+            for value in eqn.params.values():
+                inner = getattr(value, "jaxpr", value)
+                if hasattr(inner, "eqns"):
+                    found |= primitives(inner)
+        return found
+
+    rng = np.random.default_rng(10)
+    x, w = jnp.asarray(rng.standard_normal((3, 4, 20), np.float32)), jnp.asarray(rng.standard_normal((3, 5, 4, 3), np.float32))
+
+    def conv(x: Any, w: Any) -> Any:
+        return multiconv.batch_conv(x, w, method="matmul")
+
+    assert "gather" not in primitives(jax.make_jaxpr(conv)(x, w).jaxpr)
+    assert "gather" in primitives(jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(conv(x, w)), argnums=(0, 1)))(x, w).jaxpr)
+    assert_matches_reference(conv(x, w), x, w, method="matmul")
+
+
 @pytest.mark.skipif("numpy" not in BACKENDS, reason="NumPy backend not requested")
 @pytest.mark.parametrize("case", SHIFT_PATHS)
 def test_numpy_shift_sums_in_each_chunks_part_of_the_result(case: str) -> None:

@@ -102,6 +102,10 @@ class _NumpyOps:
     def flip(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
         return np.flip(a, axis=axes)
 
+    @staticmethod
+    def stack(arrays: list[np.ndarray], axis: int) -> np.ndarray:
+        return np.stack(arrays, axis=axis)
+
     #: ``np.matmul`` itself: the shift engine calls it once per tap, and a wrapper costs a call.
     matmul: Final = staticmethod(np.matmul)
 

@@ -375,6 +375,10 @@ class _TorchOps:
         return a.flip(axes)
 
     @staticmethod
+    def stack(arrays: list[torch.Tensor], axis: int) -> torch.Tensor:
+        return torch.stack(arrays, dim=axis)
+
+    @staticmethod
     def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.bmm(a, b) if a.ndim == b.ndim == 3 else torch.matmul(a, b)  # noqa: PLR2004
 
