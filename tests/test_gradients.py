@@ -1049,3 +1049,23 @@ def test_empty_batch_gradients_are_zeros_of_the_input_shapes(backend: str, metho
         assert g.shape == a.shape, name
         assert g.dtype == a.dtype, name
         assert not np.any(g), name
+
+
+@needs_torch
+def test_torch_functions_keep_their_forward_signature() -> None:
+    """Every ``torch.autograd.Function`` of the backend has its ``forward``'s signature worked out once (``apply`` binds to it)."""
+    import inspect
+
+    from multiconv.backends import torch as torch_backend
+
+    functions: list[Any] = [
+        value
+        for value in vars(torch_backend).values()
+        if isinstance(value, type) and issubclass(value, torch.autograd.Function) and value.__module__ == torch_backend.__name__
+    ]
+    assert len(functions) >= 4
+    for function in functions:
+        forward = function.forward
+        assert inspect.signature(forward) is forward.__signature__, function.__name__
+        code = forward.__code__
+        assert list(forward.__signature__.parameters) == list(code.co_varnames[: code.co_argcount]), function.__name__

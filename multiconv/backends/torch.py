@@ -9,10 +9,11 @@ except where PyTorch's depthwise kernel would be slow with it).
 from __future__ import annotations
 
 import ast
+import inspect
 import itertools
 import math
 from functools import lru_cache, partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -154,6 +155,24 @@ def _fold_conv(x: torch.Tensor, w: torch.Tensor, spec: ConvSpec, padding: tuple[
     return y.reshape(batch, spec.out_channels, *y.shape[2:])
 
 
+_FunctionT = TypeVar("_FunctionT", bound=type[torch.autograd.Function])
+
+
+def _signature_kept(function: _FunctionT) -> _FunctionT:
+    """``function`` with its ``forward``'s signature worked out once, not on every ``apply``.
+
+    ``Function.apply`` binds its arguments to ``inspect.signature(forward)`` on every call
+    of a Function with a ``setup_context`` (the kind ``torch.func`` needs), and working the
+    signature out took about 9 of the 26 us of a toy Function's ``apply``.
+    ``inspect.signature`` returns a function's ``__signature__`` as it is, so it is set
+    here: a depthwise training step of 4 samples of 16 channels, L 32, K 5 (``grouped``,
+    2 threads) went from 342-358 to 308-315 us.
+    """
+    function.forward.__signature__ = inspect.signature(function.forward)  # type: ignore[attr-defined]
+    return function
+
+
+@_signature_kept
 class _Depthwise(torch.autograd.Function):
     """:func:`_fold_conv` of a depthwise per-sample weight, with its own backward.
 
@@ -210,6 +229,7 @@ def _unfold(x: torch.Tensor, sizes: tuple[int, ...], steps: tuple[int, ...], dil
 WINDOW_ADJOINT_MAX_SLICES: Final = 256
 
 
+@_signature_kept
 class _Windows(torch.autograd.Function):
     """:func:`_unfold` with a backward of strided slice additions.
 
@@ -251,6 +271,7 @@ class _Windows(torch.autograd.Function):
         return dx, None, None, None
 
 
+@_signature_kept
 class _WindowProduct(torch.autograd.Function):
     """The ``matmul`` engine (stride 1, per-sample weights) with its input's gradient as a convolution.
 
@@ -307,6 +328,7 @@ def _rfftn(a: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return result
 
 
+@_signature_kept
 class _RealFFT(torch.autograd.Function):
     """``torch.fft.rfftn`` of the last ``len(shape)`` dims, zero-padded to ``shape``, with a backward of half the work.
 
