@@ -95,14 +95,6 @@ def _product_into(ops: Ops, a: Any, b: Any, out: Any, *, depthwise: bool) -> Any
     return ops.matmul(a, b, out=into)  # type: ignore[call-arg]
 
 
-def _total(ops: Ops, sums: list[Any], out: Any) -> Any:
-    """:func:`shift`'s running sums added up; into ``out`` when given (the first sum already is a view of it)."""
-    if out is None:
-        return ops.total(sums)
-    out[...] = ops.total(sums).reshape(out.shape)
-    return out.reshape(sums[0].shape)
-
-
 def pairwise_sum(terms: list[Any]) -> Any:
     """``terms[0] + terms[1] + ...``, added in pairs (a balanced tree of additions)."""
     while len(terms) > 1:
@@ -134,10 +126,11 @@ def shift(ops: Ops, spec: ConvSpec) -> Engine:
     """One batched matmul per kernel offset, accumulated; a multiply-add when depthwise.
 
     Per-sample weights fold batch and groups into one matmul batch dim (``B * groups``);
-    a shared weight broadcasts over the batch.  The engine also takes ``out``, a
-    contiguous array of the result's shape (NumPy's batch chunks, parts of one result):
-    the first product is written there (``ops.matmul(..., out=)``) and the sum runs in
-    it, instead of in a buffer copied over at the end.
+    a shared weight broadcasts over the batch.  With one running sum
+    (``ops.terms_per_sum`` 0: NumPy), the engine also takes ``out``, a contiguous array
+    of the result's shape (NumPy's batch chunks, parts of one result): the first product
+    is written there (``ops.matmul(..., out=)``) and the sum runs in it, instead of in a
+    buffer copied over at the end.
     """
     groups, cg, og = spec.groups, spec.group_in_channels, spec.group_out_channels
     positions, taps_count, padded = math.prod(spec.out_size), math.prod(spec.kernel), spec.padded_size
@@ -188,7 +181,7 @@ def shift(ops: Ops, spec: ConvSpec) -> Engine:
                 sums.append(product(weight, taps))
             else:
                 sums[-1] += product(weight, taps)  # in place where the framework allows (JAX rebinds)
-        y = sums[0] if len(sums) == 1 else _total(ops, sums, out)
+        y = sums[0] if len(sums) == 1 else ops.total(sums)
         return y if same_x else y.reshape((batch, *out_tail))
 
     return run

@@ -12,6 +12,8 @@ import numpy as np
 import multiconv
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pytest
 
 ALL_BACKENDS = ("numpy", "torch", "jax")
@@ -72,3 +74,14 @@ def assert_raised_by_multiconv(excinfo: pytest.ExceptionInfo[Exception]) -> None
     assert error.__context__ is None or error.__suppress_context__, f"visible context: {error.__context__!r}"
     innermost = Path(str(excinfo.traceback[-1].path)).resolve()
     assert PACKAGE_DIR in innermost.parents, f"raised in {innermost}, outside multiconv"
+
+
+def jaxprs(jaxpr: Any) -> Iterator[Any]:
+    """``jaxpr`` and every jaxpr nested in its equations (jit, custom rules, loops), depth first."""
+    yield jaxpr
+    for eqn in jaxpr.eqns:
+        for value in eqn.params.values():
+            for item in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(item, "jaxpr", item)  # a ClosedJaxpr holds its Jaxpr
+                if hasattr(inner, "eqns"):
+                    yield from jaxprs(inner)

@@ -29,13 +29,13 @@ import pytest
 from conformance.strategies import ConvCase, conv_cases, resolve_padding
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import BACKENDS, to_numpy
+from support import BACKENDS, jaxprs, to_numpy
 
 import multiconv
 from multiconv.testing import assert_conv_close, error_bound, reference_conv, reference_conv_vjp
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Sequence
 
 torch: Any = importlib.import_module("torch") if "torch" in BACKENDS else None
 jax: Any = importlib.import_module("jax") if "jax" in BACKENDS else None
@@ -602,17 +602,6 @@ def test_jax_depthwise_shift_derivatives_are_adjoint_convolutions(case: ConvCase
 
 #: A dense per-sample case with a complex twin: ``shift``/``matmul`` products that broadcast nothing.
 DENSE_CASE = ConvCase(batch=3, groups=2, group_in=2, group_out=3, in_size=(7,), kernel=(3,), padding=1, bias_kind="per_sample")
-
-
-def jaxprs(jaxpr: Any) -> Iterator[Any]:
-    """``jaxpr`` and every jaxpr nested in its equations (jit, custom rules, loops), depth first."""
-    yield jaxpr
-    for eqn in jaxpr.eqns:
-        for value in eqn.params.values():
-            for item in value if isinstance(value, tuple | list) else (value,):
-                inner = getattr(item, "jaxpr", item)  # a ClosedJaxpr holds its Jaxpr
-                if hasattr(inner, "eqns"):
-                    yield from jaxprs(inner)
 
 
 def longest_addition_chain(jaxpr: Any) -> int:

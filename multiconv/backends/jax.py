@@ -258,7 +258,7 @@ class _JaxOps:
         # transpose adds up a value's cotangents in one chain, one per use of that value.
         return pairwise_sum([jnp.array(s, copy=True) for s in sums])  # type: ignore[no-any-return]
 
-    windows = staticmethod(_gathered_windows)  # not Final: _SlicedOps overrides it
+    windows: Final = staticmethod(_gathered_windows)
 
     @staticmethod
     def transpose(a: jax.Array, axes: tuple[int, ...]) -> jax.Array:
@@ -308,14 +308,6 @@ class _JaxOps:
 OPS: Final = _JaxOps()
 
 
-class _SlicedOps(_JaxOps):
-    """:data:`OPS` with windows from slices: the tangents of :func:`_tap_columns`."""
-
-    @staticmethod
-    def windows(x: jax.Array, sizes: tuple[int, ...], steps: tuple[int, ...], dilation: tuple[int, ...]) -> jax.Array:
-        return _windows(x, sizes, steps, dilation, gather=False)
-
-
 def _tap_columns(spec: ConvSpec) -> Callable[[jax.Array], jax.Array]:
     """The ``matmul`` engine's im2col buffer: one slice per tap, stacked, unless differentiated.
 
@@ -325,11 +317,10 @@ def _tap_columns(spec: ConvSpec) -> Callable[[jax.Array], jax.Array]:
     -> 3.01, ``float64`` 10.2 -> 9.1, ``conv2d`` 21.7 -> 19.8, ``dense64`` 16.2 -> 15.3).
     Differentiated, though, XLA's weight derivative of the product with that buffer ran
     slowly: ``depthwise``'s training step took 18-20 ms against 6.4-7.6, with either
-    tangent.  So a derivative (the rule below) computes the buffer as before: the
-    windows gathered, their tangent by slices (:class:`_SlicedOps`).
+    tangent.  So a derivative (the rule below) is the gathered windows' own
+    (:func:`_gathered_windows`: their tangent by slices), as before.
     """
     stacked, gathered = _engines.tap_columns(OPS, spec), _engines.im2col(OPS, spec)
-    tangent = _engines.im2col(_SlicedOps(), spec)
 
     @jax.custom_jvp
     def columns(x: jax.Array) -> jax.Array:
@@ -337,7 +328,8 @@ def _tap_columns(spec: ConvSpec) -> Callable[[jax.Array], jax.Array]:
         return result
 
     def columns_tangent(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
-        return gathered(primals[0]), tangent(tangents[0])
+        result: tuple[jax.Array, jax.Array] = jax.jvp(gathered, primals, tangents)
+        return result
 
     columns.defjvp(columns_tangent)
     return columns
