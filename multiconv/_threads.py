@@ -16,7 +16,8 @@ fewer chunks than threads, each chunk's products get a share of them.  One call 
 side by side at a time: it sets every BLAS that ``threadpoolctl`` found at its first use
 to its share of threads (one, when there are as many chunks as threads), for the whole
 process, and puts the counts back when it ends; a call made meanwhile (from another
-thread) runs its chunks one after another.
+thread) waits for it, so that every call's products run on the thread count its own
+chunks set (OpenBLAS's results can depend on it: :func:`run_all`).
 
 Setting the BLAS to fewer threads does not stop OpenBLAS's idle workers spinning:
 they spin for about 2^28 cycles after each multi-threaded call, and chunks run
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 #: One side-by-side run at a time: it owns the BLAS setting and the workers until it ends.
 _running = threading.Lock()
+#: Held while a run records its count and sets the BLAS, and while :func:`blas_threads` reads them.
+_reading = threading.Lock()
 #: ``threads``: the BLAS's count before the running call set it; ``limiter``: that setting; ``pool``: (size, workers).
 _state: dict[str, Any] = {"threads": None, "limiter": None, "pool": None}
 
@@ -54,8 +57,9 @@ def _blas() -> ThreadpoolController:
 
 def blas_threads() -> int:
     """The most threads any loaded BLAS uses (1 if none is found); while a call runs side by side, the count it found."""
-    held: int | None = _state["threads"]
-    return held if held is not None else max((lib.num_threads for lib in _blas().lib_controllers), default=1)
+    with _reading:  # not the count a run has just set (for its own chunks) instead of the one it found
+        held: int | None = _state["threads"]
+        return held if held is not None else max((lib.num_threads for lib in _blas().lib_controllers), default=1)
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
@@ -74,8 +78,8 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 def _after_fork_in_child() -> None:
     """A forked child has only the forking thread: no workers, no call in flight; the BLAS gets its count back."""
-    global _running  # noqa: PLW0603 (the parent's lock may be held by a thread the child does not have)
-    _running = threading.Lock()
+    global _running, _reading
+    _running, _reading = threading.Lock(), threading.Lock()  # the parent's may be held by a thread the child lacks
     if _state["limiter"] is not None:
         _state["limiter"].restore_original_limits()
     _state.update(threads=None, limiter=None, pool=None)
@@ -90,20 +94,26 @@ def run_all(tasks: Sequence[Callable[[], None]], threads: int, at_once: int) -> 
 
     ``w = min(threads, at_once, len(tasks))`` threads (this one and ``w - 1`` workers)
     take the tasks in order, with every BLAS set to ``threads // w`` threads meanwhile.
-    With ``w == 1``, or while another call runs side by side, they run here, in order,
-    and the BLAS keeps its setting.  An exception in any task (or an interrupt here) stops
-    the others once their current task is done, and is raised here; the tasks not
-    started by then are dropped.
+    With ``w == 1`` they run here, in order, and the BLAS keeps its setting.  While another
+    call runs side by side, this one waits for it to end: run here meanwhile, its products
+    would run on whatever count the BLAS had at each moment (the other call's share, then
+    the count restored), and OpenBLAS's bits can depend on that count (its Haswell kernel's
+    do: a batch of 8 products of 32 x 96 by 96 x 510 on 1 and 2 threads differed by up to
+    1.5e-5).  An exception in any task (or an interrupt here) stops the others once their
+    current task is done, and is raised here; the tasks not started by then are dropped.
     """
     workers = min(threads, at_once, len(tasks))
-    if workers <= 1 or not _running.acquire(blocking=False):
+    if workers <= 1:
         for task in tasks:
             task()
         return
+    _running.acquire()
     try:
-        _state["threads"] = threads
-        # the context manager: set and restored by this thread, which threadpoolctl then lets go of the BLAS
-        with _blas().limit(limits=threads // workers) as limiter:
+        with _reading:
+            _state["threads"] = threads
+            limiter = _blas().limit(limits=threads // workers)
+        # the context manager: restored by this thread, which threadpoolctl then lets go of the BLAS
+        with limiter:
             _state["limiter"] = limiter
             _take_turns(tasks, workers, _pool(threads))
     finally:

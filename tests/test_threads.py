@@ -219,6 +219,56 @@ def test_overlapping_calls_from_user_threads() -> None:
 
 
 @needs_threads
+def test_a_call_made_meanwhile_waits_then_runs_side_by_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second call while one runs side by side waits for it, then sets the BLAS for its own chunks.
+
+    Run meanwhile, its products would run on the first call's share of the BLAS and then on the
+    count restored, and OpenBLAS's Haswell kernel gives other bits on 1 and 2 threads.
+    """
+    limits = _limits_set(monkeypatch)
+    inside, release = threading.Barrier(3, timeout=10), threading.Event()
+    order: list[str] = []
+    live: list[int] = []  # the BLAS's own count, as the second call's tasks saw it
+
+    def hold() -> None:
+        inside.wait()
+        assert release.wait(10)
+        order.append("first")
+
+    def second_task() -> None:
+        order.append("second")
+        live.append(max(lib.num_threads for lib in _threads._blas().lib_controllers))
+
+    first = threading.Thread(target=_threads.run_all, args=([hold] * 2, 2, 2))
+    first.start()
+    inside.wait()  # both of the first call's tasks run, on the BLAS's share
+    assert _threads.blas_threads() == _BLAS  # the count the run found, not its share
+    second = threading.Thread(target=_threads.run_all, args=([second_task] * 4, _BLAS, 4))
+    second.start()
+    time.sleep(0.05)
+    assert order == []  # nothing of the second call ran meanwhile
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert order == ["first"] * 2 + ["second"] * 4
+    assert limits == [_BLAS // 2, _BLAS // min(_BLAS, 4)]
+    assert set(live) == {_BLAS // min(_BLAS, 4)}
+    assert _threads.blas_threads() == _BLAS
+
+
+def test_the_count_is_not_read_while_a_run_sets_it() -> None:
+    """``blas_threads`` waits while a run records the count it found and sets the BLAS to its share."""
+    got: list[int] = []
+    with _threads._reading:
+        reader = threading.Thread(target=lambda: got.append(_threads.blas_threads()))
+        reader.start()
+        time.sleep(0.05)
+        assert got == []
+    reader.join(10)
+    assert got == [_BLAS]
+
+
+@needs_threads
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_a_forked_child_runs_side_by_side_with_workers_of_its_own() -> None:
     x, w = _dense()
