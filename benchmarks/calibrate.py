@@ -26,7 +26,10 @@ and with those of every other engine it may differentiate through
 those with ``--training`` drops them: time them again).  Measuring processes run with the
 benchmark's allocator settings (``multiconv._bench.ALLOCATOR_ENV``; the Intel timings stored
 on 2026-12-05 evening ran under its warm heap, 256 MiB / 512 MiB, earlier ones under fixed
-32 MiB / 64 MiB thresholds, the forward timings before 2026-12-05 under glibc's defaults).  The raw timings go to
+32 MiB / 64 MiB thresholds, the forward timings before 2026-12-05 under glibc's defaults)
+and, as ``benchmarks/run.sh`` runs the benchmark, without ``OPENBLAS_CORETYPE`` and
+``OPENBLAS_L2_SIZE``, so that OpenBLAS runs the kernel it detects (:data:`BLAS_OVERRIDES`;
+each file stored since 2026-12-06 records NumPy's kernel as ``machine.blas``).  The raw timings go to
 ``benchmarks/calibration/<profile>/<backend>.json`` (training steps:
 ``<backend>-training.json``), where the profile is this CPU's vendor
 (``multiconv._cost.cpu_profile``: ``GenuineIntel``, ``AuthenticAMD``): each vendor
@@ -341,61 +344,43 @@ def _case_weights(rows: list[dict[str, Any]]) -> np.ndarray:
     return np.array([1.0 if row["name"].startswith("grid") else BENCHMARK_WEIGHT for row in rows])
 
 
-def regrets(
-    backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tuple[float, ...]], training: str | None = None
-) -> list[tuple[str, str, float]]:
-    """Per row: the engine the model picks, the fastest engine auto may pick, and the ratio of their times.
-
-    ``training`` (a CPU profile with training factors; PyTorch only): the training choice
-    instead, every engine's forward estimate and time multiplied by its training factor
-    (``multiconv._cost.training_factor``).  Rows of timed training steps need none.
-    """
+def regrets(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tuple[float, ...]]) -> list[tuple[str, str, float]]:
+    """Per row: the engine the model picks, the fastest engine auto may pick, and the ratio of their times."""
     cost = importlib.import_module("multiconv._cost")
     picks = []
     for row in rows:
         spec = _spec(row)
         eligible = [m for m in row["times"] if cost.eligible(backend, spec, m)]
-        scale = {m: cost.training_factor(spec, m, training) if training else 1.0 for m in eligible}
-        times = {m: row["times"][m] * scale[m] for m in eligible}
-        predicted = {m: scale[m] * cost.modelled(coefficients[m], backend, spec, m) for m in eligible}
+        times = {m: row["times"][m] for m in eligible}
+        predicted = {m: cost.modelled(coefficients[m], backend, spec, m) for m in eligible}
         picked = min(predicted, key=predicted.__getitem__)
         best = min(times, key=times.__getitem__)
         picks.append((picked, best, times[picked] / times[best]))
     return picks
 
 
-def _inversions(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tuple[float, ...]], factors: str | None) -> np.ndarray:
+def _inversions(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tuple[float, ...]]) -> np.ndarray:
     """Per row: the sum of ``log(t_slow / t_fast)`` over the pairs of eligible engines the model orders wrongly.
 
-    The whole ranking counts, not only the pick.  ``factors`` (a CPU profile whose PyTorch
-    training choice multiplies every engine's forward estimate by its training factor,
-    ``multiconv._cost.training_factor``): the ranking of the forward times so multiplied
-    counts as well.
+    The whole ranking counts, not only the pick.
     """
     cost = importlib.import_module("multiconv._cost")
     penalties = []
     for row in rows:
         spec = _spec(row)
         engines = [m for m in row["times"] if cost.eligible(backend, spec, m)]
-        times = np.array([row["times"][m] for m in engines])
-        predicted = np.array([cost.modelled(coefficients[m], backend, spec, m) for m in engines])
-        scales = [np.ones(len(engines))]
-        if factors:
-            scales.append(np.array([cost.training_factor(spec, m, factors) for m in engines]))
-        penalty = 0.0
-        for scale in scales:
-            t, p = times * scale, predicted * scale
-            wrong = (t[:, None] > t[None, :]) & (p[:, None] < p[None, :])
-            penalty += float(np.sum(np.log(t[:, None] / t[None, :])[wrong]))
-        penalties.append(penalty)
+        t = np.array([row["times"][m] for m in engines])
+        p = np.array([cost.modelled(coefficients[m], backend, spec, m) for m in engines])
+        wrong = (t[:, None] > t[None, :]) & (p[:, None] < p[None, :])
+        penalties.append(float(np.sum(np.log(t[:, None] / t[None, :])[wrong])))
     return np.array(penalties)
 
 
-def fit(backend: str, rows: list[dict[str, Any]], profile: str, *, training: bool = False) -> dict[str, tuple[float, ...]]:
+def fit(backend: str, rows: list[dict[str, Any]]) -> dict[str, tuple[float, ...]]:
     """The per-engine fits (:func:`_fit_engines`) that rank the measured engines best.
 
-    ``rows``: forward timings, or (``training``) timings of training steps, which the same
-    features model (``multiconv._calibration.TRAINING_COEFFICIENTS``).
+    ``rows``: forward timings, or timings of training steps, which the same features
+    model (``multiconv._calibration.TRAINING_COEFFICIENTS``).
 
     Each engine's least squares knows nothing of the others, so small relative errors
     in opposite directions can still pick a slower engine.  Two families of fits are
@@ -403,14 +388,10 @@ def fit(backend: str, rows: list[dict[str, Any]], profile: str, *, training: boo
     coefficient; within each, :data:`REWEIGHT_ROUNDS` rounds reweight every row on
     which the model picks a slower engine (for the engine picked and the fastest: by
     the square root of their time ratio) and refit.  Kept: of the fits that pick
-    within :data:`BENCHMARK_SLACK` of the fastest engine on every benchmark shape
-    (PyTorch on a profile whose training choice scales the forward's estimates by
-    training factors: forward and training choice), the one that orders the engines
-    best over all rows (:func:`_inversions`, weighted as the fit); if none does, the
+    within :data:`BENCHMARK_SLACK` of the fastest engine on every benchmark shape,
+    the one that orders the engines best over all rows (:func:`_inversions`, weighted as the fit); if none does, the
     plain fit (the first round of the first family).
     """
-    cost = importlib.import_module("multiconv._cost")
-    factors = profile if backend == "torch" and not training and profile in cost.TORCH_TRAINING_FACTOR else None
     case_weights = _case_weights(rows)
     benchmark = np.array([not row["name"].startswith("grid") for row in rows])
     methods = timed_engines(rows)
@@ -421,11 +402,8 @@ def fit(backend: str, rows: list[dict[str, Any]], profile: str, *, training: boo
             coefficients = _fit_engines(backend, rows, boost, shared=shared)
             picks = regrets(backend, rows, coefficients)
             ratios = np.array([ratio for _, _, ratio in picks])
-            score = float(np.sum(case_weights * _inversions(backend, rows, coefficients, factors)) / np.sum(case_weights))
+            score = float(np.sum(case_weights * _inversions(backend, rows, coefficients)) / np.sum(case_weights))
             worst = float(ratios[benchmark].max(initial=1.0))
-            if factors:  # the training choice on the benchmark's shapes too
-                trained = np.array([ratio for _, _, ratio in regrets(backend, rows, coefficients, factors)])
-                worst = max(worst, float(trained[benchmark].max(initial=1.0)))
             if kept is None or (worst <= BENCHMARK_SLACK and score < kept_score):
                 kept, kept_score = coefficients, score if worst <= BENCHMARK_SLACK else math.inf
             for number, (picked, best, ratio) in enumerate(picks):
@@ -554,6 +532,16 @@ def _describe(data: Path) -> str:
     return f"{machine['cpu']} ({machine['cores']} cores), Python {machine['python']}, {machine['versions']}; timed: {dates}"
 
 
+#: What ``benchmarks/run.sh`` unsets for the benchmark: OpenBLAS then runs the kernel it detects.
+BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def _measuring_env() -> dict[str, str]:
+    """A measuring process's environment: the benchmark's allocator, and OpenBLAS as ``run.sh`` leaves it."""
+    allocator = importlib.import_module("multiconv._bench").ALLOCATOR_ENV
+    return {key: value for key, value in {**allocator, **os.environ}.items() if key not in BLAS_OVERRIDES}
+
+
 def _machine() -> dict[str, Any]:
     cpu = importlib.import_module("multiconv._cost").cpu_info("model name") or platform.processor()
     versions = []
@@ -562,11 +550,15 @@ def _machine() -> dict[str, Any]:
             versions.append(f"{name} {importlib.import_module(name).__version__}")
         except ImportError:
             continue
+    from threadpoolctl import threadpool_info  # noqa: PLC0415 (scans the loaded libraries: once, here)
+
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "versions": ", ".join(versions),
+        # NumPy's BLAS kernel (threadpoolctl), as the benchmark reports it
+        "blas": ", ".join(f"{p['internal_api']} {p.get('architecture', '?')}" for p in threadpool_info() if p.get("user_api") == "blas"),
         "date": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
     }
 
@@ -585,7 +577,7 @@ def refit(backends: list[str], profile: str, data: Path) -> None:
             if not path.exists():
                 raise SystemExit(f"{path} is missing: time {backend}'s forward calls first (calibrate.py --backends {backend})")
             rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
-            fitted = table.setdefault(profile, {})[backend] = fit(backend, rows, profile, training=kind)
+            fitted = table.setdefault(profile, {})[backend] = fit(backend, rows)
             report(backend, rows, fitted, " training" if kind else "")
             if kind and any("mixed" in row for row in rows):
                 report_mixed(backend, rows, fitted)
@@ -671,7 +663,7 @@ def main() -> int:
                     profile,
                 ],
                 check=True,
-                env={**importlib.import_module("multiconv._bench").ALLOCATOR_ENV, **os.environ},  # the benchmark's allocator
+                env=_measuring_env(),
             )
     refit(backends, profile, data)
     print(f"wrote {MODULE.relative_to(ROOT)}")

@@ -53,15 +53,15 @@ by ``benchmarks/calibrate.py``; they live in
 :mod:`multiconv._calibration` together with the machine they were measured on.
 There is one set per CPU vendor measured (:func:`cpu_profile`): the same wheels
 rank the engines differently on an Intel and an AMD CPU (PyTorch's float64
-grouped convolution against its batched matmul, for one, measured 7.7 against
-5.5 ms on the Intel machine and 9.5 against 13.5 ms on the AMD one).  A CPU of
+grouped convolution against its batched matmul, for one, measured 12.0 against
+9.3 ms on the Intel machine and 5.1 against 5.6 ms on the AMD one).  A CPU of
 another vendor uses :data:`DEFAULT_PROFILE`'s; the environment variable
 ``MULTICONV_CPU_PROFILE`` names a profile to use instead.
 A second set of coefficients (``TRAINING_COEFFICIENTS``) fits the same features to
 timed training steps (the output and the gradients of ``x`` and ``w``), where a profile
 has them: PyTorch ranks its engines for training by it (:func:`estimate_training`; a
-profile without timed steps scales each forward estimate by :data:`TORCH_TRAINING_FACTOR`),
-and JAX picks the engine it differentiates ``auto`` through by it (:func:`choose_tangent`).
+profile without timed steps ranks them by their forward estimates), and JAX picks the
+engine it differentiates ``auto`` through by it (:func:`choose_tangent`).
 Only CPU timings exist: on a GPU, ``auto`` uses the framework's own convolution
 (cuDNN) and switches to ``fft`` for kernels of 64 taps and more.
 
@@ -77,11 +77,11 @@ batch) and, with per-sample weights, from :data:`JAX_LOOP_MIN_SAMPLE_MACS`
 multiply-adds per sample (each per-sample convolution cost XLA 12 to 40 us on the AMD
 CPU whatever its size: 256 samples of 2 channels, 1024 positions and 5 taps took 10.5 ms
 against 1.0 for ``matmul``; of the 11 calibration shapes below 2^15 multiply-adds per
-sample, ``loop`` was the fastest on one, by 3%, on the AMD CPU and on none on the Intel
-one, and up to 41 times slower); JAX's
+sample, ``loop`` was the fastest on none on the AMD CPU and on one, by 4%, on the Intel
+one, and up to 17 and 29 times slower); JAX's
 ``vmap`` never on a CPU (XLA's grouped convolution, which ``vmap`` of a convolution
-becomes, was fastest on 1 of 78 calibration shapes on the Intel CPU and 4 of 78 on
-the AMD one, and up to 25 and 28 times slower than the best engine in float64).
+becomes, was fastest on 4 of 78 calibration shapes on each CPU, and 37 and 38 times
+slower than the best engine in float64).
 """
 
 from __future__ import annotations
@@ -121,8 +121,6 @@ GPU_FFT_TAPS: Final = 64
 FFT_MIN_TAPS: Final = 32
 #: XLA compiles one dot per kernel tap for a non-depthwise ``shift``: beyond this many taps it is not considered.
 JAX_SHIFT_MAX_TAPS: Final = 32
-#: The rule (no timed JAX steps): JAX differentiates ``auto`` through ``loop`` up to this batch (its transposes grow with it).
-JAX_LOOP_TANGENT_MAX_BATCH: Final = 16
 #: (forward engine, derivative engine) pairs JAX's ``auto`` never mixes.  Timed as ``auto`` runs them
 #: (``calibrate.py --training --mixed``, Intel, the 16 cases whose forward engine is ``loop``),
 #: ``matmul``'s derivatives after ``loop``'s forward gave the fastest step on one (1.19 ms against
@@ -162,32 +160,6 @@ def cpu_profile() -> str:
         raise ValueError(f"MULTICONV_CPU_PROFILE={chosen!r} names no calibration; measured: {', '.join(MACHINES)}")
     vendor = chosen or cpu_vendor()
     return vendor if vendor in COEFFICIENTS else DEFAULT_PROFILE
-
-
-#: PyTorch on a CPU profile whose training steps were not timed (no
-#: ``TRAINING_COEFFICIENTS`` entry): forward + backward time over forward time per engine, as
-#: (items of at most 4 bytes, wider items: float64 and complex): the first the median over
-#: the benchmark's float32 shapes, the second its one float64 shape (``multiconv bench
-#: --backends torch``, training rows of an AuthenticAMD run of 2026-12-03).  One factor per
-#: engine cannot follow the shape: on the Intel CPU, whose training steps are now timed, the
-#: factors (``matmul`` 3.0 and 4.8) trained the benchmark's float64 shape with the fold, 1.2
-#: to 1.4x slower than ``matmul``.
-TORCH_TRAINING_FACTOR: Final = {
-    "AuthenticAMD": {"grouped": (3.5, 3.3), "shift": (3.1, 2.8), "matmul": (2.7, 3.2), "fft": (2.9, 3.1)},
-}
-
-
-def training_factor(spec: ConvSpec, method: str, profile: str | None = None) -> float:
-    """PyTorch: modelled forward + backward time over forward time of ``method`` (:data:`TORCH_TRAINING_FACTOR`).
-
-    ``profile``: the CPU profile whose factors to use (default :func:`cpu_profile`); 1
-    where it has none.
-    """
-    factors = TORCH_TRAINING_FACTOR.get(profile or cpu_profile())
-    if factors is None:
-        return 1.0
-    narrow, wide = factors[method]
-    return wide if _ITEM_SCALE[spec.dtype] > 1 else narrow
 
 
 def _gemm(batch: int, m: int, k: int, n: int) -> float:
@@ -302,12 +274,11 @@ def estimate_training(backend: str, spec: ConvSpec, method: str) -> float:
     """Modelled seconds of one training step of ``method``: the output and the gradients of ``x`` and ``w``.
 
     The fit of timed training steps (``TRAINING_COEFFICIENTS``) where :func:`cpu_profile`
-    has one for ``backend`` and ``method``, else the forward's estimate times
-    :func:`training_factor` (PyTorch; 1 for JAX).
+    has one for ``backend`` and ``method``, else the forward's estimate.
     """
     coefficients = TRAINING_COEFFICIENTS.get(cpu_profile(), {}).get(backend, {}).get(method)
     if coefficients is None:
-        return estimate(backend, spec, method) * (training_factor(spec, method) if backend == "torch" else 1.0)
+        return estimate(backend, spec, method)
     return modelled(coefficients, backend, spec, method)
 
 
@@ -323,7 +294,7 @@ def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
         small = spec.per_sample_weight and sample_macs < JAX_LOOP_MIN_SAMPLE_MACS
         return spec.batch <= JAX_LOOP_MAX_BATCH and spec.groups == 1 and not small
     # XLA's CPU grouped convolution (what vmap of a convolution becomes) was the fastest
-    # engine on 1 of 78 calibration shapes, and up to 25x slower in float64: never auto on CPU.
+    # engine on 4 of 78 calibration shapes on each CPU, and 37-38x slower in float64: never auto on CPU.
     return not (backend == "jax" and method == "vmap")
 
 
@@ -379,7 +350,7 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
     the engine whose modelled training step is the least, among those timed that ``auto``
     considers (:func:`eligible`), whose workspace fits and that it may mix with the forward
     engine (:func:`tangent_allowed`).  ``None``: differentiate the
-    forward engine itself.  The model is of each engine's whole step, its own forward
+    forward engine itself, as on a profile without timed steps.  The model is of each engine's whole step, its own forward
     included, while ``auto`` runs the forward engine's forward and the tangent engine's
     derivatives (the benchmark's training rows time what ``auto`` runs).  Timed as ``auto``
     runs them (``calibrate.py --training --mixed``: the forward engine's forward with each
@@ -394,25 +365,11 @@ def choose_tangent(backend: str, spec: ConvSpec, *, accelerator: bool = False) -
     and 1.28.  So it is not used (the prototype was not kept).  One pair is ruled out instead (:data:`JAX_UNMIXED`: ``matmul``'s
     derivatives after ``loop``'s forward): with it, 64 of 78 within 10%, geometric mean 1.08,
     worst 2.2; and on held-out halves 1.10 and 1.21.
-
-    Elsewhere, a rule.  Measured (docs/benchmarks.md, training rows): XLA's CPU transposes of ``loop``
-    (per-sample convolutions) grow with the batch, and ``matmul``'s stay slower than
-    ``shift``'s even with its windows differentiated through slices (training steps
-    of the ``many`` shape: ``matmul`` 48 ms, ``shift`` 41, ``loop`` 175; ``auto``, the
-    ``loop`` forward with ``shift`` tangents, 22); ``shift`` transposes well (depthwise,
-    through its own derivative rule: ``multiconv.backends.jax._shift``); ``loop`` stays
-    best for small batches.
     """
     if backend != "jax" or accelerator:
         return None
     timed = TRAINING_COEFFICIENTS.get(cpu_profile(), {}).get(backend)
-    if timed is not None:
-        tangent = pick_tangent(backend, spec, timed)
-        return None if tangent == spec.method else tangent
-    if math.prod(spec.kernel) >= FFT_MIN_TAPS:  # the forward's rule: FFT only for long kernels
-        tangent = "fft"
-    elif spec.batch <= JAX_LOOP_TANGENT_MAX_BATCH and eligible(backend, spec, "loop"):
-        tangent = "loop"
-    else:
-        tangent = "shift"
-    return None if tangent == spec.method or not _fits(spec, tangent) else tangent
+    if timed is None:
+        return None
+    tangent = pick_tangent(backend, spec, timed)
+    return None if tangent == spec.method else tangent

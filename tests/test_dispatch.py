@@ -262,9 +262,9 @@ def test_a_repeated_call_reuses_its_plan() -> None:
 def test_torch_auto_chooses_for_training_when_autograd_records(monkeypatch: pytest.MonkeyPatch) -> None:
     """float64, 64 -> 64 channels, L 1024, K 3: training ranks the engines by their modelled training steps.
 
-    Whichever engine the calibration picks for the forward, a training model (timed steps'
-    coefficients, or a training factor where a profile has none) that made it train at a
-    hundred times the cost of the others sends training to another engine.
+    Whichever engine the calibration picks for the forward, a training model (the fit of
+    timed steps) that made it train at a hundred times the cost of the others sends training
+    to another engine.
     """
     torch = importlib.import_module("torch")
     monkeypatch.setattr(_api, "_PLAN_CACHE", {})  # plans made under the patched model stay here
@@ -272,8 +272,7 @@ def test_torch_auto_chooses_for_training_when_autograd_records(monkeypatch: pyte
     w = torch.zeros(64, 64, 64, 3, dtype=torch.float64)
     forward = _api.plan(x, w, padding="same").spec.method
     profile = _cost.cpu_profile()
-    timed = _calibration.TRAINING_COEFFICIENTS.get(profile, {}).get("torch")
-    model = timed if timed is not None else _cost.TORCH_TRAINING_FACTOR[profile]
+    model = _calibration.TRAINING_COEFFICIENTS[profile]["torch"]
     monkeypatch.setitem(model, forward, tuple(100 * c for c in model[forward]))
     monkeypatch.setattr(_api, "_PLAN_CACHE", {})
     assert _api.plan(x, w, padding="same").spec.method == forward
