@@ -90,7 +90,6 @@ def _baseline_reason(data: dict[str, Any], item: dict[str, Any], *, training: bo
     if training and best and best != method and (item.get("auto_over_best_engine") or 0) > 1:
         return (
             f"auto trains with {method}; {best} trains faster here ({_time(item.get('best_engine_seconds'))}): auto's training model "
-            "(a fit of timed training steps where the CPU's profile has one, else forward estimates times training factors) "
             "ranks them the other way"
         )
     return ""
