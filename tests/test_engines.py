@@ -363,12 +363,13 @@ def test_calibrate_times_the_steps_jax_auto_may_train_with() -> None:
 def test_jax_trains_the_benchmark_shapes_with_the_fastest_timed_derivatives(profile: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """On the stored mixed steps (``--training --mixed``), the derivatives auto takes on each benchmark shape give its fastest step.
 
-    Within :data:`calibrate.BENCHMARK_SLACK`: what ``choose_tangent`` picks from the stored
-    fit, against the steps timed as ``auto`` runs them (its forward engine's forward, which
-    must still be the one ``auto`` picks); and over all the stored cases, a geometric mean of
-    picked over fastest step under 1.12 (the rule of ``JAX_UNMIXED`` brought the Intel
-    profile's from 1.14 to 1.08; the AMD profile's is 1.105 either way, and none of the fits
-    :func:`calibrate.fit` tries on its steps does better).
+    Within :data:`calibrate.BENCHMARK_SLACK`, or 10 us (a step of tens of microseconds is
+    mostly dispatch, which varies by more: the AMD profile's README-shape steps measured 51 to
+    75 us, the benchmark's 25): what ``choose_tangent`` picks from the stored fit, against the
+    steps timed as ``auto`` runs them (its forward engine's forward, which must still be the
+    one ``auto`` picks); and over all the stored cases, a geometric mean of picked over fastest
+    step under 1.1 (the rule of ``JAX_UNMIXED`` brought the Intel profile's from 1.14 to 1.08;
+    the AMD profile's is 1.086).
     """
     calibrate = calibrate_script()
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
@@ -379,10 +380,13 @@ def test_jax_trains_the_benchmark_shapes_with_the_fastest_timed_derivatives(prof
     assert not stale, f"auto's forward engine changed since the mixed steps were timed: {stale}"
     picks = calibrate.mixed_picks("jax", rows, _calibration.TRAINING_COEFFICIENTS[profile]["jax"])
     assert len(picks) == len(rows)
-    benchmark = [(row["name"], pick) for row, pick in zip(rows, picks, strict=True) if not row["name"].startswith("grid")]
-    slow = {name: pick for name, pick in benchmark if pick[2] > calibrate.BENCHMARK_SLACK}
+    slow = {}
+    for row, (picked, fastest, ratio) in zip(rows, picks, strict=True):
+        steps = row["mixed"]["times"]
+        if not row["name"].startswith("grid") and ratio > calibrate.BENCHMARK_SLACK and steps[picked] - steps[fastest] > 10e-6:
+            slow[row["name"]] = (picked, fastest, ratio)
     assert not slow, slow
-    assert math.exp(np.mean([math.log(ratio) for _, _, ratio in picks])) <= 1.12
+    assert math.exp(np.mean([math.log(ratio) for _, _, ratio in picks])) <= 1.1
 
 
 def test_calibrate_merges_what_it_re_times_into_the_stored_rows(tmp_path: Path) -> None:
