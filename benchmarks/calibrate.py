@@ -356,11 +356,10 @@ def regrets(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tu
     picks = []
     for row in rows:
         spec = _spec(row)
-        eligible = [m for m in row["times"] if cost.eligible(backend, spec, m)]
-        times = {m: row["times"][m] for m in eligible}
-        predicted = {m: cost.modelled(coefficients[m], backend, spec, m) for m in eligible}
+        times = row["times"]
+        predicted = {m: cost.modelled(coefficients[m], backend, spec, m) for m in times if cost.eligible(backend, spec, m)}
         picked = min(predicted, key=predicted.__getitem__)
-        best = min(times, key=times.__getitem__)
+        best = min(predicted, key=times.__getitem__)
         picks.append((picked, best, times[picked] / times[best]))
     return picks
 
