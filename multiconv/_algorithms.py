@@ -128,6 +128,9 @@ def workspace_elements(spec: ConvSpec, method: str, batch: int) -> int:
     if method == "shift":
         # one product and one gathered window per kernel offset, reused
         return batch * (spec.out_channels + spec.in_channels) * positions
+    if method == "col2im":
+        # every kernel offset's product over the whole padded input
+        return batch * taps * spec.out_channels * math.prod(spec.padded_size)
     if method == "fft":
         blocks = fft_blocks(spec)
         bins = 2 * blocks.half_spectrum * blocks.block_count

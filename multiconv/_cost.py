@@ -71,7 +71,8 @@ one and lets a NaN or Inf spread over its whole block, so ``auto`` picks it only
 when the kernel is long enough to pay, in practice 64 taps or more on a CPU; name
 another ``method`` to avoid it altogether), and JAX's ``shift`` only for depthwise
 convolutions or kernels of at most :data:`JAX_SHIFT_MAX_TAPS` taps (XLA compiles one
-dot per tap); JAX's ``loop`` only without groups, up to :data:`JAX_LOOP_MAX_BATCH`
+dot per tap), and its ``col2im`` for as many taps (one slice of the product per tap);
+JAX's ``loop`` only without groups, up to :data:`JAX_LOOP_MAX_BATCH`
 samples (one compiled convolution per sample: its compile time grows with the
 batch) and, with per-sample weights, from :data:`JAX_LOOP_MIN_SAMPLE_MACS`
 multiply-adds per sample (each per-sample convolution cost XLA 12 to 40 us on the AMD
@@ -126,7 +127,11 @@ JAX_SHIFT_MAX_TAPS: Final = 32
 #: ``matmul``'s derivatives after ``loop``'s forward gave the fastest step on one (1.19 ms against
 #: ``loop``'s own 1.36) and steps 1.5 to 4.4 times those of ``shift``'s derivatives on the other 15;
 #: the fit of whole steps, which ranks ``matmul``'s own step, picked them on 5 (2.1 to 2.7 times the fastest).
-JAX_UNMIXED: Final = frozenset({("loop", "matmul")})
+#: Nor ``col2im``'s derivatives after another engine's forward: timed so (AMD, the 32 such cases), they gave
+#: the fastest step on 9 and 1.06 to 40 times the fastest on the others; allowed, the fit picked them on
+#: 22 cases, and ``auto``'s steps came within 10% of the fastest on 57 of 78 (geometric mean 1.19), against
+#: 67 (1.12) without them.
+JAX_UNMIXED: Final = frozenset({("loop", "matmul"), *((forward, "col2im") for forward in ("shift", "matmul", "fft", "loop", "vmap"))})
 #: JAX's ``loop`` compiles one convolution per sample: beyond this batch it is not considered.
 JAX_LOOP_MAX_BATCH: Final = 256
 #: Nor for samples of fewer multiply-adds than this: each per-sample convolution costs XLA's CPU
@@ -226,6 +231,12 @@ def _features(spec: ConvSpec, method: str, backend: str) -> tuple[float, ...]:
         gemm = 0.0 if depthwise else taps * _gemm(b * g, og, cg, positions)
         elementwise = taps * b * o * positions if depthwise else 0
         return (1.0, float(taps), float(products), flops * gemm, items * copies, (items - 1) * copies, items * elementwise, 0.0, 0.0)
+    if method == "col2im":
+        # one product of every offset's weight with the whole padded input; each offset's slice of it added
+        padded = math.prod(spec.padded_size)
+        gemm = _gemm(b * g, og * taps, cg, padded)
+        copies = taps * b * o * positions
+        return (1.0, 1.0 + taps, float(b * g), flops * gemm, items * copies, (items - 1) * copies, 0.0, 0.0, 0.0)
     if method == "matmul":
         gemm = _gemm(b * g, og, cg * taps, positions)
         copies = b * c * taps * positions
@@ -289,6 +300,8 @@ def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
         return taps >= FFT_MIN_TAPS
     if method == "shift" and backend == "jax":
         return spec.group_in_channels == 1 or taps <= JAX_SHIFT_MAX_TAPS
+    if method == "col2im":  # one slice of the product per tap compiled, like shift's dots
+        return taps <= JAX_SHIFT_MAX_TAPS
     if method == "loop":  # ungrouped only: each sample's convolution must avoid XLA's grouped path
         sample_macs = spec.out_channels * spec.in_channels * taps * math.prod(spec.out_size)
         small = spec.per_sample_weight and sample_macs < JAX_LOOP_MIN_SAMPLE_MACS
@@ -304,8 +317,13 @@ def _fits(spec: ConvSpec, method: str) -> bool:
 
 
 def _candidates(backend: str, spec: ConvSpec, methods: Iterable[str]) -> list[str]:
-    """The ``methods`` ``auto`` may run on ``spec``: :func:`eligible` ones whose workspace fits, else ``shift``."""
-    return [m for m in methods if eligible(backend, spec, m) and _fits(spec, m)] or ["shift"]
+    """The ``methods`` ``auto`` may run on ``spec``: :func:`eligible` ones whose workspace fits, else ``shift``.
+
+    Only engines :func:`cpu_profile`'s calibration timed on ``backend``: one added since
+    is not ranked there (JAX's ``col2im`` on the Intel profile).
+    """
+    timed = COEFFICIENTS[cpu_profile()][backend]
+    return [m for m in methods if m in timed and eligible(backend, spec, m) and _fits(spec, m)] or ["shift"]
 
 
 def tangent_candidates(backend: str, spec: ConvSpec, methods: Iterable[str]) -> list[str]:
@@ -326,10 +344,11 @@ def pick_tangent(backend: str, spec: ConvSpec, coefficients: Mapping[str, tuple[
     """The engine of least modelled training step, by ``coefficients`` (a fit of whole steps, per engine).
 
     Among :func:`tangent_candidates` of the engines fitted that :func:`tangent_allowed` lets
-    follow ``spec.method``'s forward.
+    follow ``spec.method``'s forward (``spec.method`` itself where none is: a forward engine
+    timed since the steps were, until they are timed again).
     """
-    options = [m for m in tangent_candidates(backend, spec, coefficients) if tangent_allowed(spec.method, m)]
-    return min(options, key=lambda m: modelled(coefficients[m], backend, spec, m))
+    options = [m for m in tangent_candidates(backend, spec, coefficients) if m in coefficients and tangent_allowed(spec.method, m)]
+    return min(options, key=lambda m: modelled(coefficients[m], backend, spec, m)) if options else spec.method
 
 
 def choose(backend: str, spec: ConvSpec, methods: tuple[str, ...], *, accelerator: bool = False) -> str:

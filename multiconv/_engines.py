@@ -13,6 +13,9 @@ object each backend defines; everything else (slicing, reshaping, ``@``, ``*``,
   Depthwise convolutions (one input channel per group) become a shifted
   multiply-add.
 * ``matmul``: every window copied into an im2col buffer, then one batched matmul.
+* ``col2im``: one batched matmul of every kernel offset's weight with the whole
+  padded input, then each offset's product added in, shifted onto the outputs it
+  reaches (the col2im step of a transposed convolution).
 * ``fft``: overlap-save; blocks sized from the kernel (see
   :func:`multiconv._algorithms.fft_blocks`), the channel sum done per frequency.
 """
@@ -249,6 +252,61 @@ def matmul(ops: Ops, spec: ConvSpec, columns: Callable[[Any], Any] | None = None
 
     def run(x: Any, w: Any) -> Any:
         return product(w, columns(x))
+
+    return run
+
+
+def shifted_sum(ops: Ops, spec: ConvSpec) -> Callable[[Any], Any]:
+    """``add(products)``: :func:`col2im`'s sum, ``(B, groups, taps, Og, *S_padded)`` -> ``(B, groups, Og, *S_out)``.
+
+    Tap ``t``'s slice of the products is the one its window reads
+    (:func:`multiconv._algorithms.kernel_taps`); running sums as in :func:`shift`
+    (``ops.terms_per_sum``).
+    """
+    windows = tuple(index(_ALL, _ALL, number, _ALL, *window) for number, (_, window) in enumerate(kernel_taps(spec)))
+    taps_count = len(windows)
+    sums_count = -(-taps_count // ops.terms_per_sum) if ops.terms_per_sum else 1
+    per_sum = -(-taps_count // sums_count)
+
+    def add(products: Any) -> Any:
+        sums: list[Any] = []
+        for number, window in enumerate(windows):
+            if number % per_sum == 0:
+                sums.append(products[window])
+            else:
+                sums[-1] = sums[-1] + products[window]
+        return sums[0] if len(sums) == 1 else ops.total(sums)
+
+    return add
+
+
+def col2im(ops: Ops, spec: ConvSpec, add: Callable[[Any], Any] | None = None) -> Engine:
+    """One batched matmul of every kernel offset's weight with the whole padded input; the products added, shifted.
+
+    The weight ``(Og, Cg, *K)`` of a group becomes one ``(taps * Og, Cg)`` matrix, so
+    the product with the padded input ``(Cg, *S_padded)`` holds, for every kernel offset,
+    that offset's contribution at every input position; the output sums, per offset, the
+    slice of it that offset's window reads (:func:`shifted_sum`, or ``add``, a backend's
+    spelling of the same sum).  No window is copied; the product, ``taps`` times the
+    output's channels over the whole padded input, is the workspace (with a stride, the
+    positions between outputs are computed too).
+    """
+    groups, cg, og = spec.groups, spec.group_in_channels, spec.group_out_channels
+    taps_count, padded = math.prod(spec.kernel), spec.padded_size
+    per_sample = spec.per_sample_weight
+    add = add or shifted_sum(ops, spec)
+    out_tail = (spec.out_channels, *spec.out_size)
+
+    def run(x: Any, w: Any) -> Any:
+        batch = x.shape[0]
+        w_rows = batch * groups if per_sample else groups
+        # (rows, Og, Cg, taps) -> (rows, taps, Og, Cg) -> (rows, taps * Og, Cg)
+        stacked = ops.transpose(w.reshape((w_rows, og, cg, taps_count)), (0, 3, 1, 2)).reshape((w_rows, taps_count * og, cg))
+        if per_sample:
+            products = ops.matmul(stacked, x.reshape((w_rows, cg, -1)))
+        else:  # the shared weight broadcasts over the batch
+            products = ops.matmul(stacked, x.reshape((batch, groups, cg, -1)))
+        return add(products.reshape((batch, groups, taps_count, og, *padded))).reshape((batch, *out_tail))
 
     return run
 

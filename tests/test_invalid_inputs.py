@@ -50,7 +50,7 @@ DTYPES: Final = {
     "jax": ("float16", "bfloat16", "float32", "float64", "complex64", "complex128"),
 }
 #: Every engine name some backend offers; each is invalid on the backends that lack it.
-ALL_METHODS: Final = ("einsum", "grouped", "vmap", "loop", "shift", "matmul", "fft")
+ALL_METHODS: Final = ("einsum", "grouped", "vmap", "loop", "shift", "matmul", "col2im", "fft")
 #: stride, padding, dilation and groups are limited to 32-bit ints (``multiconv._spec.MAX_INT_ARGUMENT``).
 LIMIT: Final = 2**31 - 1
 
