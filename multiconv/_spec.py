@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 PADDING_MODES: Final = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS: Final = ("valid", "same", "causal", "full")
 LAYOUTS: Final = ("channels_first", "channels_last")
+#: Every backend's engines by name (its ``METHODS``, which a test checks), to name the backend of a method another lacks.
+BACKEND_METHODS: Final = {
+    "numpy": ("einsum", "shift", "matmul", "fft"),
+    "torch": ("grouped", "shift", "matmul", "fft"),
+    "jax": ("vmap", "loop", "shift", "matmul", "col2im", "fft"),
+}
 
 FLOAT_DTYPES: Final = ("float16", "bfloat16", "float32", "float64")
 COMPLEX_DTYPES: Final = ("complex64", "complex128")
@@ -230,6 +236,19 @@ def _positive_tuple(name: str, value: object, ndim: int) -> tuple[int, ...]:
     return ints
 
 
+def _check_method(method: object, methods: Collection[str]) -> str:
+    """``method``: ``"auto"`` or one of ``methods``; another backend's engine is named as such."""
+    if isinstance(method, str) and method != "auto" and method not in methods:
+        owners = [backend for backend, names in BACKEND_METHODS.items() if method in names]
+        if owners:
+            allowed = ", ".join(repr(c) for c in ("auto", *methods))
+            raise ValueError(
+                f"method={method!r} is not supported; expected one of {allowed}. {method!r} is an engine of the "
+                f"{' and '.join(owners)} backend: pass backend={owners[0]!r} to compute with it"
+            )
+    return _check_choice("method", method, ("auto", *methods))
+
+
 def _check_choice(name: str, value: object, choices: Collection[str]) -> str:
     allowed = ", ".join(repr(c) for c in choices)
     if not isinstance(value, str):
@@ -432,7 +451,7 @@ def make_spec(  # noqa: C901
     """
     layout = _check_choice("layout", layout, LAYOUTS)
     padding_mode = _check_choice("padding_mode", padding_mode, PADDING_MODES)
-    method = _check_choice("method", method, ("auto", *methods))
+    method = _check_method(method, methods)
     limit = _workspace_limit(workspace_limit)
     flip = _check_flip(flip)
     ndim = _check_rank(x, spatial_dims)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from support import BACKENDS, as_backend, jaxprs, to_numpy
 
 import multiconv
-from multiconv import _algorithms, _api, _bench, _calibration, _cost, _engines
+from multiconv import _algorithms, _api, _bench, _calibration, _cost, _engines, _spec
 from multiconv.testing import assert_matches_reference
 
 if TYPE_CHECKING:
@@ -333,9 +333,9 @@ def test_cpu_profile_follows_the_vendor_and_the_environment(monkeypatch: pytest.
 UNTIMED: Final = {"GenuineIntel": {"jax": {"col2im"}}}
 
 
-def modelled_engines(backend: str) -> list[str]:
-    """Every engine of ``backend`` some profile models, in the order first modelled (no framework imported)."""
-    return list(dict.fromkeys(m for backends in _calibration.COEFFICIENTS.values() for m in backends[backend]))
+def modelled_engines(backend: str) -> tuple[str, ...]:
+    """Every engine of ``backend`` (``multiconv._spec.BACKEND_METHODS``: no framework imported)."""
+    return _spec.BACKEND_METHODS[backend]
 
 
 def test_every_profile_models_every_engine_it_has_timed() -> None:
@@ -350,7 +350,7 @@ def test_every_profile_models_every_engine_it_has_timed() -> None:
         for backend, methods in timed.items():  # the engines auto may train with (JAX's vmap: never on a CPU)
             assert set(methods) == set(backends[backend]) - ({"vmap"} if backend == "jax" else set()), (profile, backend)
     for backend in BACKENDS:  # the installed backends' engines are those (a framework is imported in its own sessions only)
-        assert set(modelled_engines(backend)) == set(importlib.import_module(f"multiconv.backends.{backend}").METHODS), backend
+        assert modelled_engines(backend) == tuple(importlib.import_module(f"multiconv.backends.{backend}").METHODS), backend
 
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"

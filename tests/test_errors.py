@@ -318,8 +318,20 @@ def _numpy_cases() -> list[ParameterSet]:
         p(
             call(method="grouped"),
             ValueError,
-            _lit("method='grouped' is not supported; expected one of 'auto', 'einsum'"),
+            _lit(
+                "method='grouped' is not supported; expected one of 'auto', 'einsum'",
+                "'grouped' is an engine of the torch backend: pass backend='torch'",
+            ),
             id="method-grouped-on-numpy",
+        ),
+        p(
+            call(method="col2im"),
+            ValueError,
+            _lit(
+                "method='col2im' is not supported; expected one of 'auto', 'einsum'",
+                "'col2im' is an engine of the jax backend: pass backend='jax'",
+            ),
+            id="method-col2im-on-numpy",
         ),
         p(call(method=None), TypeError, _lit("method=None (type NoneType) must be a string"), id="method-none"),
         p(
