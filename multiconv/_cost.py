@@ -103,6 +103,7 @@ from multiconv._algorithms import (
     workspace_elements,
 )
 from multiconv._calibration import COEFFICIENTS, MACHINES, TRAINING_COEFFICIENTS
+from multiconv._spec import BACKEND_METHODS
 from multiconv._threads import blas_threads
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ JAX_SHIFT_MAX_TAPS: Final = 32
 #: the fastest step on 9 and 1.06 to 40 times the fastest on the others; allowed, the fit picked them on
 #: 22 cases, and ``auto``'s steps came within 10% of the fastest on 57 of 78 (geometric mean 1.19), against
 #: 67 (1.12) without them.
-JAX_UNMIXED: Final = frozenset({("loop", "matmul"), *((forward, "col2im") for forward in ("shift", "matmul", "fft", "loop", "vmap"))})
+JAX_UNMIXED: Final = frozenset({("loop", "matmul"), *((forward, "col2im") for forward in BACKEND_METHODS["jax"] if forward != "col2im")})
 #: JAX's ``loop`` compiles one convolution per sample: beyond this batch it is not considered.
 JAX_LOOP_MAX_BATCH: Final = 256
 #: Nor for samples of fewer multiply-adds than this: each per-sample convolution costs XLA's CPU

@@ -121,6 +121,12 @@ def group_weight(spec: ConvSpec, w: Any) -> Any:
     return w.reshape(*lead, spec.groups, spec.group_out_channels, spec.group_in_channels, *spec.kernel)
 
 
+def _terms_per_running_sum(ops: Ops, terms: int) -> int:
+    """How many of ``terms`` terms go into each running sum: spread evenly over as few as ``ops.terms_per_sum`` allows."""
+    sums = -(-terms // ops.terms_per_sum) if ops.terms_per_sum else 1
+    return -(-terms // sums)
+
+
 #: ``run(x, w) -> y`` for one spec: an engine built by :func:`shift`, :func:`matmul` or :func:`fft`.
 Engine = Callable[[Any, Any], Any]
 
@@ -149,8 +155,7 @@ def shift(ops: Ops, spec: ConvSpec) -> Engine:
     # Reshapes that would not change a shape are skipped (each costs a framework call); shapes go as one
     # tuple (NumPy parses separate sizes at about twice the cost).
     same_x = per_sample and groups == 1 and spec.ndim == 1  # (B, C_in, L) is already (B * groups, Cg, L)
-    sums_count = -(-taps_count // ops.terms_per_sum) if ops.terms_per_sum else 1
-    per_sum = -(-taps_count // sums_count)  # the taps spread evenly over the running sums
+    per_sum = _terms_per_running_sum(ops, taps_count)
 
     def first(a: Any, b: Any, out: Any) -> Any:
         return product(a, b) if out is None else _product_into(ops, a, b, out, depthwise=depthwise)
@@ -264,9 +269,7 @@ def shifted_sum(ops: Ops, spec: ConvSpec) -> Callable[[Any], Any]:
     (``ops.terms_per_sum``).
     """
     windows = tuple(index(_ALL, _ALL, number, _ALL, *window) for number, (_, window) in enumerate(kernel_taps(spec)))
-    taps_count = len(windows)
-    sums_count = -(-taps_count // ops.terms_per_sum) if ops.terms_per_sum else 1
-    per_sum = -(-taps_count // sums_count)
+    per_sum = _terms_per_running_sum(ops, len(windows))
 
     def add(products: Any) -> Any:
         sums: list[Any] = []

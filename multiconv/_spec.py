@@ -238,15 +238,14 @@ def _positive_tuple(name: str, value: object, ndim: int) -> tuple[int, ...]:
 
 def _check_method(method: object, methods: Collection[str]) -> str:
     """``method``: ``"auto"`` or one of ``methods``; another backend's engine is named as such."""
-    if isinstance(method, str) and method != "auto" and method not in methods:
+    try:
+        return _check_choice("method", method, ("auto", *methods))
+    except ValueError as error:
         owners = [backend for backend, names in BACKEND_METHODS.items() if method in names]
-        if owners:
-            allowed = ", ".join(repr(c) for c in ("auto", *methods))
-            raise ValueError(
-                f"method={method!r} is not supported; expected one of {allowed}. {method!r} is an engine of the "
-                f"{' and '.join(owners)} backend: pass backend={owners[0]!r} to compute with it"
-            )
-    return _check_choice("method", method, ("auto", *methods))
+        if not owners:
+            raise
+        hint = f"{method!r} is an engine of the {' and '.join(owners)} backend: pass backend={owners[0]!r} to compute with it"
+        raise ValueError(f"{error}. {hint}") from None
 
 
 def _check_choice(name: str, value: object, choices: Collection[str]) -> str:

@@ -333,24 +333,21 @@ def test_cpu_profile_follows_the_vendor_and_the_environment(monkeypatch: pytest.
 UNTIMED: Final = {"GenuineIntel": {"jax": {"col2im"}}}
 
 
-def modelled_engines(backend: str) -> tuple[str, ...]:
-    """Every engine of ``backend`` (``multiconv._spec.BACKEND_METHODS``: no framework imported)."""
-    return _spec.BACKEND_METHODS[backend]
-
-
 def test_every_profile_models_every_engine_it_has_timed() -> None:
     """Forward coefficients for every engine (but :data:`UNTIMED`); training coefficients for the engines each backend may train with."""
     assert set(_calibration.MACHINES) == set(_calibration.COEFFICIENTS)
     assert set(_calibration.TRAINING_COEFFICIENTS) <= set(_calibration.COEFFICIENTS)
     for profile, backends in _calibration.COEFFICIENTS.items():
         untimed = UNTIMED.get(profile, {})
-        assert {b: set(m) for b, m in backends.items()} == {b: set(modelled_engines(b)) - untimed.get(b, set()) for b in backends}, profile
+        assert {b: set(m) for b, m in backends.items()} == {b: set(_spec.BACKEND_METHODS[b]) - untimed.get(b, set()) for b in backends}, (
+            profile
+        )
         timed = _calibration.TRAINING_COEFFICIENTS.get(profile, {})
         assert set(timed) <= {"torch", "jax"}, profile
         for backend, methods in timed.items():  # the engines auto may train with (JAX's vmap: never on a CPU)
             assert set(methods) == set(backends[backend]) - ({"vmap"} if backend == "jax" else set()), (profile, backend)
     for backend in BACKENDS:  # the installed backends' engines are those (a framework is imported in its own sessions only)
-        assert modelled_engines(backend) == tuple(importlib.import_module(f"multiconv.backends.{backend}").METHODS), backend
+        assert _spec.BACKEND_METHODS[backend] == tuple(importlib.import_module(f"multiconv.backends.{backend}").METHODS), backend
 
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -491,7 +488,7 @@ def test_auto_ranks_only_the_engines_its_profile_timed(monkeypatch: pytest.Monke
     """An engine a profile has no coefficients for (:data:`UNTIMED`) is never ``auto``'s, forward or derivative; named, it runs."""
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
     untimed = UNTIMED.get(profile, {}).get("jax", set())
-    methods = tuple(modelled_engines("jax"))
+    methods = _spec.BACKEND_METHODS["jax"]
     for case in _bench.SHAPES.values():
         x, w = np.ones(case.x_shape, case.dtype), np.ones(case.w_shape, case.dtype)
         spec = _api.plan(x, w, groups=case.groups, padding=case.padding).spec
