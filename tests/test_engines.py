@@ -406,14 +406,14 @@ def test_jax_trains_the_benchmark_shapes_with_the_fastest_timed_derivatives(prof
     75 us, the benchmark's 25): what ``choose_tangent`` picks from the stored fit, against the
     steps timed as ``auto`` runs them (its forward engine's forward, which must still be the
     one ``auto`` picks); and over all the stored cases, a geometric mean of picked over fastest
-    step under 1.12 (the rule of ``JAX_UNMIXED`` brought the Intel profile's from 1.14 to 1.08).
-    The bound was 1.1 until ``col2im`` joined the AMD profile (2026-12-06): its steps made the
+    step under 1.1 (the rule of ``JAX_UNMIXED`` brought the Intel profile's from 1.14 to 1.08).
+    The bound was 1.12 while ``col2im`` was new in the AMD profile (2026-12-06): its steps made the
     fastest step faster on many cases, and the fit of whole steps models ``col2im``'s less well
     (its own picks: 48 of 78 fastest, against 65 before), so the AMD profile's mean went from
     1.086 to 1.119 while ``auto``'s steps themselves got faster (geometric mean over the 78
     cases 0.93 of the steps it ran before; dense64 25.6 against 71.7 ms, float64 17.4 against 36.3).
-    After the depthwise ``shift`` derivatives got faster and ``calibrate.fit`` ranked its fits by
-    these steps, 1.109.
+    After the depthwise ``shift`` derivatives got faster (the picked steps 0.89 of those before,
+    geometric mean) and ``calibrate.fit`` ranked its fits by these steps, 1.089.
     """
     calibrate = calibrate_script()
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
@@ -430,7 +430,7 @@ def test_jax_trains_the_benchmark_shapes_with_the_fastest_timed_derivatives(prof
         if not row["name"].startswith("grid") and ratio > calibrate.BENCHMARK_SLACK and steps[picked] - steps[fastest] > 10e-6:
             slow[row["name"]] = (picked, fastest, ratio)
     assert not slow, slow
-    assert math.exp(np.mean([math.log(ratio) for _, _, ratio in picks])) <= 1.12
+    assert math.exp(np.mean([math.log(ratio) for _, _, ratio in picks])) <= 1.1
 
 
 def test_calibrate_merges_what_it_re_times_into_the_stored_rows(tmp_path: Path) -> None:
@@ -566,18 +566,22 @@ def test_jax_auto_leaves_loop_to_samples_of_real_work() -> None:
 
 
 @pytest.mark.usefixtures("fresh_profile")
-@pytest.mark.parametrize(("profile", "backend"), [(p, b) for p, timed in _calibration.TRAINING_COEFFICIENTS.items() for b in timed])
+@pytest.mark.parametrize(
+    ("profile", "backend"), [(p, b) for p, timed in _calibration.TRAINING_COEFFICIENTS.items() for b in timed if b != "jax"]
+)
 def test_auto_trains_the_benchmark_shapes_within_10_percent_of_the_fastest_timed_step(
     monkeypatch: pytest.MonkeyPatch, profile: str, backend: str
 ) -> None:
     """On a profile with timed training steps, the engine ``auto`` trains with took at most 1.1x the fastest step.
 
-    PyTorch: the engine of its training choice.  JAX: the engine it differentiates through
-    (the forward's own where :func:`multiconv._cost.choose_tangent` gives ``None``).  Against
-    the steps of the engines ``auto`` may pick, as stored by ``calibrate.py --training``; or
-    within 10 us of it, as the mixed steps' test allows (a step of tens of microseconds is
-    mostly dispatch: JAX's README-shape steps, 33 to 40 us, ranked differently from one timing
-    to the next).
+    PyTorch: the engine of its training choice, against the steps of the engines ``auto`` may
+    pick, as stored by ``calibrate.py --training``; or within 10 us of it (a step of tens of
+    microseconds is mostly dispatch).  JAX runs its forward engine's forward with the
+    derivatives picked, not an engine's own step: its fits are ranked by those steps
+    (``calibrate.fit``), and they are checked on them
+    (:func:`test_jax_trains_the_benchmark_shapes_with_the_fastest_timed_derivatives`).  The
+    engines' own steps said otherwise within their noise: ``col2im``'s own step on dense256,
+    18.6 ms there and 14.5 ms timed again as a mixed step, against ``shift``'s 15.5.
     """
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
     calibrate = calibrate_script()
@@ -587,8 +591,6 @@ def test_auto_trains_the_benchmark_shapes_within_10_percent_of_the_fastest_timed
     for row in rows:
         spec = dataclasses.replace(calibrate._spec(row), training=True)
         trained = _cost.choose(backend, spec, methods)
-        if backend == "jax":
-            trained = _cost.choose_tangent("jax", dataclasses.replace(spec, method=trained)) or trained
         times = {m: t for m, t in row["times"].items() if _cost.eligible(backend, spec, m)}
         fastest = min(times.values())
         assert times[trained] <= 1.1 * fastest or times[trained] - fastest <= 10e-6, (row["name"], trained, times)

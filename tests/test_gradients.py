@@ -565,6 +565,10 @@ DEPTHWISE_CASES = {
     "long-kernel-running-sums": ConvCase(batch=2, groups=2, group_in=1, group_out=1, in_size=(30,), kernel=(12,), bias_kind="shared"),
     # zero padding as large as the kernel: the torch engine pads the input itself (its convolution's padding is slow)
     "padding-beyond-the-kernel": ConvCase(batch=2, groups=3, group_in=1, group_out=1, in_size=(6,), kernel=(3,), padding=4),
+    # complex values: the weight's per-tap sums read the input's strided windows (real values pad g instead)
+    "many-positions-complex-stride": ConvCase(
+        batch=2, groups=2, group_in=1, group_out=2, in_size=(600,), kernel=(3,), stride=2, dtype="complex128"
+    ),
     "many-positions-2d-stride-dilation": ConvCase(
         batch=2, groups=2, group_in=1, group_out=1, in_size=(40, 31), kernel=(3, 2), stride=(1, 2), dilation=(2, 1), padding=1
     ),
@@ -642,7 +646,7 @@ def test_jax_depthwise_shift_derivatives_keep_their_running_sums() -> None:
 def test_jax_depthwise_shift_derivatives_sum_whole_arrays() -> None:
     """The many-positions derivatives sum what XLA's CPU code sums fast (a multiplier of 2, 300 positions).
 
-    The weight's (stride 1, real values): each tap's sum reads the cotangent padded onto the
+    The weight's (real values): each tap's sum reads the cotangent padded onto the
     tap's window times the whole padded input, never the input sliced to the window (a slice
     per tap ran about 10x slower: 42 against 4.3 ms for 64 samples of 8 channels, L 4096,
     16 taps).  The input's:

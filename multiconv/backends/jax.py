@@ -410,12 +410,15 @@ def _depthwise_weight_cotangent(spec: ConvSpec, adjoints: DepthwiseAdjoints) -> 
     """``(x, g) -> dw``: the depthwise ``shift``'s weight derivative, a depthwise convolution with ``g`` as its kernel.
 
     A chain over the output positions up to :data:`DEPTHWISE_CHAIN_MAX_POSITIONS`; beyond,
-    each tap's sum of ``g`` times the input's window.  With stride 1 and real values, ``g``
-    is padded onto the window and multiplied with the whole input rather than the input
-    sliced to it: 64 samples of 8 channels, L 4096, 16 taps, 42 -> 4.3 ms (AMD EPYC).  A
-    stride pads ``g`` with zeros between its entries (64 samples of 1 channel, L 16384,
-    9 taps, stride 2: 1.3 -> 2.7 ms), and complex values ran slower so (17 -> 41 ms):
-    those keep the slices.
+    each tap's sum of ``g`` times the input's window.  With real values, ``g`` is padded
+    onto the window (with ``stride - 1`` zeros between its entries) and multiplied with the
+    whole input rather than the input sliced to it, which XLA's CPU code ran up to ten
+    times slower (weight derivative, AMD EPYC: 64 samples of 8 channels, L 4096, 16 taps,
+    42 -> 4.3 ms; 33 taps, stride 2, 37 -> 6.4; 16 samples of 32 channels, 64x64, 5x5,
+    stride 2, 14.6 -> 8.0).  Where the slices ran fast, the padded form lost up to 2x
+    (16 samples of 32 channels, L 4096, 5 taps, stride 3, dilation 2: 1.1 -> 2.3 ms).
+    Complex values keep the slices (64 samples of 1 channel, L 16384, 9 taps, stride 2:
+    17 -> 41 ms padded).
     """
     spatial = tuple(range(-spec.ndim, 0))
     groups, og, out_channels = spec.groups, spec.group_out_channels, spec.out_channels
@@ -429,7 +432,7 @@ def _depthwise_weight_cotangent(spec: ConvSpec, adjoints: DepthwiseAdjoints) -> 
 
         return chained
 
-    if all(step == 1 for step in spec.stride) and not spec.dtype.startswith("complex"):
+    if not spec.dtype.startswith("complex"):
         pads = tuple(((0, 0, 0),) * 3 + pad for pad in _tap_pads(spec))
 
         def products(xg: jax.Array, gg: jax.Array) -> list[jax.Array]:
