@@ -415,10 +415,9 @@ def fit(backend: str, rows: list[dict[str, Any]]) -> dict[str, tuple[float, ...]
     round of the first family: on AMD JAX forward timings where no fit picked within 10% on
     every benchmark shape, that fit was the fastest on 55 of 78 cases, geometric mean 1.098,
     and the fit of the same engines' earlier timings scored 59 and 1.045 on them.)
-    JAX's training steps with mixed steps timed are ranked by those (:func:`_rank`): ranked by
-    the whole steps, the fit kept on the AMD timings of 2026-12-06 (after the depthwise
-    derivatives changed) picked steps 1.176 times the fastest (geometric mean of the mixed
-    steps), where 7 of the 30 fits scored under 1.1; the fit so ranked, 1.109.
+    JAX's training steps with mixed steps timed are ranked by those (:func:`_rank`): on the
+    AMD timings stored on 2026-12-06, the fit the whole steps rank first picks steps 1.129
+    times the fastest (geometric mean of the mixed steps), the fit so ranked 1.089.
     """
     methods = timed_engines(rows)
     kept, kept_rank = None, (True, math.inf)

@@ -200,9 +200,19 @@ def _describe(value: object) -> str:
     return f"{value!r} (type {type(value).__name__})"
 
 
+def _is_numpy_bool(value: object) -> bool:
+    """Whether ``value`` is a NumPy bool scalar, without importing NumPy.
+
+    NumPy before 2.3 (the last for Python 3.10 is 2.2) lets ``operator.index`` read one as
+    0 or 1, with a ``DeprecationWarning``; later versions refuse it.
+    """
+    kind = type(value)
+    return kind.__module__ == "numpy" and kind.__name__ in {"bool", "bool_"}
+
+
 def _as_int(name: str, value: object, allowed: str, maximum: int | None = MAX_INT_ARGUMENT) -> int:
-    """``operator.index`` that refuses bools and names the argument on failure."""
-    if isinstance(value, bool):
+    """``operator.index`` that refuses bools (NumPy's too) and names the argument on failure."""
+    if isinstance(value, bool) or _is_numpy_bool(value):
         raise TypeError(f"{name}={value!r} must be {allowed}, not a bool")
     if getattr(value, "ndim", 0):  # a one-element tensor has __index__; NumPy refuses its arrays: refuse both
         raise TypeError(f"{name}={_describe(value)} must be {allowed}, not an array (give a tuple of ints)") from None

@@ -171,6 +171,14 @@ def _numpy_cases() -> list[ParameterSet]:
         p(call(groups=-2), ValueError, _lit("groups=-2 must be a positive int"), id="groups-negative"),
         p(call(groups=2.0), TypeError, _lit("groups=2.0 (type float) must be a positive int"), id="groups-float"),
         p(call(groups=True), TypeError, _lit("groups=True must be a positive int, not a bool"), id="groups-bool"),
+        # NumPy before 2.3 (Python 3.10's) reads np.True_ as 1 under operator.index, with a DeprecationWarning
+        p(call(groups=np.True_), TypeError, _lit("groups=np.True_ must be a positive int, not a bool"), id="groups-numpy-bool"),
+        p(
+            call(workspace_limit=np.True_),
+            TypeError,
+            _lit("workspace_limit=np.True_ must be None or a positive number of bytes, not a bool"),
+            id="workspace-limit-numpy-bool",
+        ),
         p(call(groups="2"), TypeError, _lit("groups='2' (type str) must be a positive int"), id="groups-str"),
         # -- stride, dilation ----------------------------------------------------------------------
         p(call(stride=0), ValueError, _lit("stride=0 must be a positive int or a tuple of 1 positive ints"), id="stride-zero"),

@@ -670,6 +670,29 @@ def test_jax_depthwise_shift_derivatives_sum_whole_arrays() -> None:
 
 
 @needs_jax
+@pytest.mark.parametrize("name", ["many-positions", "many-positions-2d-stride-dilation"])
+def test_jax_depthwise_shift_weight_gradient_keeps_a_nan_in_its_sample_and_channel(name: str) -> None:
+    """README: the padded per-tap sums let a NaN of the input reach every tap of its channel's weight gradient, and no further.
+
+    The other samples' and channels' weight gradients are the clean run's, bitwise.
+    """
+    case = DEPTHWISE_CASES[name]
+    clean = case.arrays()
+    x, w, bias = clean
+    dirty_x = x.copy()
+    spot = (1, 0, *(n // 2 for n in case.in_size))  # sample 1, the first channel of group 0
+    dirty_x[spot] = np.nan
+    cotangent = cotangent_for(case, clean)
+    _, dw_clean, *_ = jax_vjp(case, clean, cotangent, "shift")
+    _, dw_dirty, *_ = jax_vjp(case, (dirty_x, w, bias), cotangent, "shift")
+    dw_clean, dw_dirty = np.asarray(dw_clean), np.asarray(dw_dirty)
+    reached = np.zeros(dw_dirty.shape, bool)
+    reached[1, : case.group_out] = True  # the output channels of group 0 read input channel 0
+    assert np.isnan(dw_dirty[reached]).any()
+    np.testing.assert_array_equal(dw_dirty[~reached], dw_clean[~reached])
+
+
+@needs_jax
 @pytest.mark.parametrize("dtype", ["float64", "complex128"])
 def test_jax_tangent_engine_derivatives_run_its_own_rules(dtype: str) -> None:
     """``auto`` differentiated through another engine runs that engine's derivative rules (``_matmul``'s copied transposes).

@@ -342,6 +342,9 @@ def _tap_columns(spec: ConvSpec) -> Callable[[jax.Array], jax.Array]:
 #: The depthwise ``shift`` engine's weight derivative is a multiply-add chain with one term per
 #: output position up to this many positions; beyond, one product and sum per kernel tap.
 DEPTHWISE_CHAIN_MAX_POSITIONS: Final = 256
+#: Beyond it, the per-tap sums pad the gradient onto each window up to this product of the strides
+#: (see :func:`_depthwise_weight_cotangent`); the padded product holds that many times the windows' work.
+DEPTHWISE_PADDED_MAX_STRIDE: Final = 4
 
 
 def _shift(spec: ConvSpec) -> Engine:
@@ -412,13 +415,16 @@ def _depthwise_weight_cotangent(spec: ConvSpec, adjoints: DepthwiseAdjoints) -> 
     A chain over the output positions up to :data:`DEPTHWISE_CHAIN_MAX_POSITIONS`; beyond,
     each tap's sum of ``g`` times the input's window.  With real values, ``g`` is padded
     onto the window (with ``stride - 1`` zeros between its entries) and multiplied with the
-    whole input rather than the input sliced to it, which XLA's CPU code ran up to ten
-    times slower (weight derivative, AMD EPYC: 64 samples of 8 channels, L 4096, 16 taps,
-    42 -> 4.3 ms; 33 taps, stride 2, 37 -> 6.4; 16 samples of 32 channels, 64x64, 5x5,
-    stride 2, 14.6 -> 8.0).  Where the slices ran fast, the padded form lost up to 2x
-    (16 samples of 32 channels, L 4096, 5 taps, stride 3, dilation 2: 1.1 -> 2.3 ms).
-    Complex values keep the slices (64 samples of 1 channel, L 16384, 9 taps, stride 2:
-    17 -> 41 ms padded).
+    whole input rather than the input sliced to it: XLA's CPU code ran the sliced form up
+    to ten times slower (weight derivative, AMD EPYC: 64 samples of 8 channels, L 4096,
+    16 taps, 42 -> 4.3 ms; 33 taps, stride 2, 37 -> 6.4; 16 samples of 32 channels, 64x64,
+    5x5, stride 2, 14.6 -> 8.0).  Where the slices ran fast, the padded form lost up to 2x
+    (16 samples of 32 channels, L 4096, 5 taps, stride 3, dilation 2: 1.1 -> 2.3 ms), and
+    its work grows with the product of the strides: beyond :data:`DEPTHWISE_PADDED_MAX_STRIDE`
+    (a 3-D stride of 2 would multiply 8 times as many zeros), and for complex values (64
+    samples of 1 channel, L 16384, 9 taps, stride 2: 17 -> 41 ms padded), the slices stay.
+    A NaN or Inf of the input reaches every tap's gradient of its sample and channel (the
+    padded ``g``'s zeros meet it), not only the taps that read it.
     """
     spatial = tuple(range(-spec.ndim, 0))
     groups, og, out_channels = spec.groups, spec.group_out_channels, spec.out_channels
@@ -432,7 +438,7 @@ def _depthwise_weight_cotangent(spec: ConvSpec, adjoints: DepthwiseAdjoints) -> 
 
         return chained
 
-    if not spec.dtype.startswith("complex"):
+    if math.prod(spec.stride) <= DEPTHWISE_PADDED_MAX_STRIDE and not spec.dtype.startswith("complex"):
         pads = tuple(((0, 0, 0),) * 3 + pad for pad in _tap_pads(spec))
 
         def products(xg: jax.Array, gg: jax.Array) -> list[jax.Array]:
