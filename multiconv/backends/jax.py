@@ -26,7 +26,7 @@ from multiconv import _engines
 from multiconv._algorithms import DIRECT_ENGINES, DepthwiseAdjoints, aimed_chunk, batch_chunk, depthwise_adjoints, kernel_taps
 from multiconv._cost import choose, choose_tangent
 from multiconv._engines import index, pairwise_sum, window_counts
-from multiconv._spec import HALF_DTYPES, ArrayInfo
+from multiconv._spec import COMPLEX_DTYPES, HALF_DTYPES, ArrayInfo
 from multiconv.backends import host_array, spatial_slices
 
 if TYPE_CHECKING:
@@ -438,12 +438,11 @@ def _depthwise_weight_cotangent(spec: ConvSpec, adjoints: DepthwiseAdjoints) -> 
 
         return chained
 
-    if math.prod(spec.stride) <= DEPTHWISE_PADDED_MAX_STRIDE and not spec.dtype.startswith("complex"):
-        pads = tuple(((0, 0, 0),) * 3 + pad for pad in _tap_pads(spec))
+    if math.prod(spec.stride) <= DEPTHWISE_PADDED_MAX_STRIDE and spec.dtype not in COMPLEX_DTYPES:
+        spread = _onto_windows(spec)
 
         def products(xg: jax.Array, gg: jax.Array) -> list[jax.Array]:
-            zero = jnp.zeros((), gg.dtype)
-            return [lax.pad(gg, zero, pad) * xg for pad in pads]
+            return [padded * xg for padded in spread(gg)]
 
     else:
         windows = tuple(index(_ALL, _ALL, _ALL, *window) for _, window in kernel_taps(spec))
@@ -460,15 +459,22 @@ def _depthwise_weight_cotangent(spec: ConvSpec, adjoints: DepthwiseAdjoints) -> 
     return per_tap
 
 
-def _tap_pads(spec: ConvSpec) -> tuple[tuple[tuple[int, int, int], ...], ...]:
-    """Per kernel tap, the ``lax.pad`` of the spatial dims that puts an ``S_out`` array on the positions its window reads."""
-    return tuple(
-        tuple(
+def _onto_windows(spec: ConvSpec) -> Callable[[jax.Array], list[jax.Array]]:
+    """``spread(g)``: ``g`` ``(B, groups, Og, *S_out)`` padded onto each kernel tap's window, one ``(B, groups, Og, *S_padded)`` per tap."""
+    pads = tuple(
+        ((0, 0, 0),) * 3
+        + tuple(
             (s.start, size - (s.start + (n - 1) * s.step + 1), s.step - 1)
             for s, size, n in zip(window, spec.padded_size, spec.out_size, strict=True)
         )
         for _, window in kernel_taps(spec)
     )
+
+    def spread(g: jax.Array) -> list[jax.Array]:
+        zero = jnp.zeros((), g.dtype)
+        return [lax.pad(g, zero, pad) for pad in pads]
+
+    return spread
 
 
 def _col2im(spec: ConvSpec) -> Engine:
@@ -480,11 +486,10 @@ def _col2im(spec: ConvSpec) -> Engine:
     (``taps`` outputs' worth); the tangent is written as that adjoint's transpose
     (``jax.linear_transpose``, as :func:`_matmul` does), so reverse mode runs it.
     """
-    plain = _engines.shifted_sum(OPS, spec)
-    pads = tuple(((0, 0, 0),) * 3 + pad for pad in _tap_pads(spec))
+    plain, spread = _engines.shifted_sum(OPS, spec), _onto_windows(spec)
 
     def adjoint(g: jax.Array) -> jax.Array:  # (B, groups, Og, *S_out) -> (B, groups, taps, Og, *S_padded)
-        return jnp.stack([lax.pad(g, jnp.zeros((), g.dtype), pad) for pad in pads], axis=2)
+        return jnp.stack(spread(g), axis=2)
 
     @jax.custom_jvp
     def add(products: jax.Array) -> jax.Array:
