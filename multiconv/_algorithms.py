@@ -118,6 +118,42 @@ def fft_blocks(spec: ConvSpec) -> FFTBlocks:
     return FFTBlocks(nfft, step, blocks, full, extent, effective)
 
 
+@lru_cache(maxsize=512)
+def col2im_split(spec: ConvSpec) -> ConvSpec | None:
+    """The convolution ``col2im`` runs on after gathering windows along every spatial dim but the last, or ``None``.
+
+    In 2-D and 3-D, ``col2im`` copies the input's windows along the leading dims (an
+    im2col of those taps: ``K_1 * ... * K_{N-1}`` shifted copies of the input, each
+    cut to the output's rows), which become input channels, and runs its product and
+    shifted sum along the last dim only: a kernel ``(1, ..., 1, K_N)`` whose stride and
+    dilation are the last dim's.  The product holds ``K_N`` instead of every tap's
+    contribution, over the output's rows instead of the padded input's, and its inner
+    dimension grows by the leading taps.  JAX, AMD EPYC (float32, batch chunks of about
+    8 MiB): 16 samples of 32 channels, 64x64, 3x3 took 5.8 against 7.3 ms whole; 4 samples
+    of 32 channels, 64x64, 5x5, 2.6 against 2.8; 2 samples of 256 -> 512 channels, 32x32,
+    3x3, 11.7 against 23.8; 8 samples of 16 channels, 16^3, 3x3x3, 2.3 against 4.6;
+    with a stride of 2 (256 samples of 4 -> 8 channels, 32x32, 3x3) 1.9 against 6.8,
+    since the leading dims' stride is applied by the copies.  ``None`` (the whole
+    ``col2im``) in 1-D, for kernels with one tap on the leading dims, and for one input
+    channel per group, where the copies cost more than they save (depthwise 3x3: 256
+    samples of 8 channels, 16x16, 0.54 against 0.12 ms).
+    """
+    lead = math.prod(spec.kernel[:-1])
+    if spec.ndim == 1 or lead == 1 or spec.group_in_channels == 1:
+        return None
+    ones = (1,) * (spec.ndim - 1)
+    return replace(
+        spec,
+        in_channels=spec.in_channels * lead,
+        in_size=(*spec.out_size[:-1], spec.padded_size[-1]),
+        kernel=(*ones, spec.kernel[-1]),
+        stride=(*ones, spec.stride[-1]),
+        dilation=(*ones, spec.dilation[-1]),
+        padding=((0, 0),) * spec.ndim,
+        padding_mode="zeros",
+    )
+
+
 def workspace_elements(spec: ConvSpec, method: str, batch: int) -> int:
     """Scratch elements (of the compute dtype; complex counts double) an engine needs for ``batch`` samples.
 
@@ -129,8 +165,13 @@ def workspace_elements(spec: ConvSpec, method: str, batch: int) -> int:
         # one product and one gathered window per kernel offset, reused
         return batch * (spec.out_channels + spec.in_channels) * positions
     if method == "col2im":
-        # every kernel offset's product over the whole padded input
-        return batch * taps * spec.out_channels * math.prod(spec.padded_size)
+        # every kernel offset's product over the whole padded input, or the leading dims' windows
+        # and the last dim's offsets' products over them (col2im_split)
+        split = col2im_split(spec)
+        if split is None:
+            return batch * taps * spec.out_channels * math.prod(spec.padded_size)
+        gathered = split.in_channels * math.prod(split.in_size)
+        return batch * (gathered + split.kernel[-1] * spec.out_channels * math.prod(split.padded_size))
     if method == "fft":
         blocks = fft_blocks(spec)
         bins = 2 * blocks.half_spectrum * blocks.block_count

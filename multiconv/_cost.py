@@ -97,6 +97,7 @@ from multiconv._algorithms import (
     CHUNK_TARGET,
     DIRECT_ENGINES,
     NUMPY_CHUNK_TARGETS,
+    col2im_split,
     fft_blocks,
     numpy_chunk,
     numpy_lanes,
@@ -234,10 +235,15 @@ def _features(spec: ConvSpec, method: str, backend: str) -> tuple[float, ...]:
         return (1.0, float(taps), float(products), flops * gemm, items * copies, (items - 1) * copies, items * elementwise, 0.0, 0.0)
     if method == "col2im":
         # one product of every offset's weight with the whole padded input; each offset's slice of it added
-        padded = math.prod(spec.padded_size)
-        gemm = _gemm(b * g, og * taps, cg, padded)
-        copies = taps * b * o * positions
-        return (1.0, 1.0 + taps, float(b * g), flops * gemm, items * copies, (items - 1) * copies, 0.0, 0.0, 0.0)
+        # (in 2-D and 3-D, the leading dims' windows copied first and the rest along the last dim: col2im_split)
+        split = col2im_split(spec)
+        inner = split or spec
+        summed = math.prod(inner.kernel)
+        gemm = _gemm(b * g, og * summed, inner.group_in_channels, math.prod(inner.padded_size))
+        windows = b * inner.in_channels * math.prod(inner.in_size) if split else 0
+        copies = summed * b * o * positions + windows
+        calls = 1.0 + summed + (taps // summed if split else 0)
+        return (1.0, calls, float(b * g), flops * gemm, items * copies, (items - 1) * copies, 0.0, 0.0, 0.0)
     if method == "matmul":
         gemm = _gemm(b * g, og, cg * taps, positions)
         copies = b * c * taps * positions

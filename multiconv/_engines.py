@@ -15,7 +15,8 @@ object each backend defines; everything else (slicing, reshaping, ``@``, ``*``,
 * ``matmul``: every window copied into an im2col buffer, then one batched matmul.
 * ``col2im``: one batched matmul of every kernel offset's weight with the whole
   padded input, then each offset's product added in, shifted onto the outputs it
-  reaches (the col2im step of a transposed convolution).
+  reaches (the col2im step of a transposed convolution); in 2-D and 3-D, along the
+  last dim, after the leading dims' windows are copied.
 * ``fft``: overlap-save; blocks sized from the kernel (see
   :func:`multiconv._algorithms.fft_blocks`), the channel sum done per frequency.
 """
@@ -24,9 +25,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from multiconv._algorithms import fft_blocks, kernel_taps
+from multiconv._algorithms import col2im_split, fft_blocks, kernel_taps
 
 if TYPE_CHECKING:
     from multiconv._algorithms import FFTBlocks
@@ -283,25 +285,34 @@ def shifted_sum(ops: Ops, spec: ConvSpec) -> Callable[[Any], Any]:
     return add
 
 
-def col2im(ops: Ops, spec: ConvSpec, add: Callable[[Any], Any] | None = None) -> Engine:
+def col2im(ops: Ops, spec: ConvSpec, sum_for: Callable[[ConvSpec], Callable[[Any], Any]] | None = None) -> Engine:
     """One batched matmul of every kernel offset's weight with the whole padded input; the products added, shifted.
 
     The weight ``(Og, Cg, *K)`` of a group becomes one ``(taps * Og, Cg)`` matrix, so
     the product with the padded input ``(Cg, *S_padded)`` holds, for every kernel offset,
     that offset's contribution at every input position; the output sums, per offset, the
-    slice of it that offset's window reads (:func:`shifted_sum`, or ``add``, a backend's
-    spelling of the same sum).  No window is copied; the product, ``taps`` times the
-    output's channels over the whole padded input, is the workspace (with a stride, the
-    positions between outputs are computed too).
+    slice of it that offset's window reads (:func:`shifted_sum`, or ``sum_for(spec)``, a
+    backend's spelling of the same sum).  No window is copied; the product, ``taps`` times
+    the output's channels over the whole padded input, is the workspace (with a stride,
+    the positions between outputs are computed too).  In 2-D and 3-D the windows along the
+    leading dims are copied first and the product and sum run along the last dim
+    (:func:`multiconv._algorithms.col2im_split`): the weight ``(Og, Cg, *K)`` is then
+    ``(Og, Cg * K_lead, K_N)``, and each leading offset's window a block of input channels.
     """
-    groups, cg, og = spec.groups, spec.group_in_channels, spec.group_out_channels
-    taps_count, padded = math.prod(spec.kernel), spec.padded_size
+    split = col2im_split(spec)
+    inner = split or spec
+    groups, cg, og = inner.groups, inner.group_in_channels, inner.group_out_channels
+    taps_count, padded = math.prod(inner.kernel), inner.padded_size
     per_sample = spec.per_sample_weight
-    add = add or shifted_sum(ops, spec)
+    add = (sum_for or partial(shifted_sum, ops))(inner)
+    # the leading dims' windows, one per leading offset (C order, as the weight's (Cg, *K_lead) flatten)
+    lead = [index(_ALL, _ALL, *window[:-1], _ALL) for offset, window in kernel_taps(spec) if offset[-1] == 0] if split else []
     out_tail = (spec.out_channels, *spec.out_size)
 
     def run(x: Any, w: Any) -> Any:
         batch = x.shape[0]
+        if lead:  # (B, C, T_lead, *S_lead_out, S_last) -> (B, C * T_lead, ...): a leading offset per channel block
+            x = ops.stack([x[window] for window in lead], 2).reshape((batch, inner.in_channels, *inner.in_size))
         w_rows = batch * groups if per_sample else groups
         # (rows, Og, Cg, taps) -> (rows, taps, Og, Cg) -> (rows, taps * Og, Cg)
         stacked = ops.transpose(w.reshape((w_rows, og, cg, taps_count)), (0, 3, 1, 2)).reshape((w_rows, taps_count * og, cg))

@@ -125,16 +125,28 @@ def test_jax_matmul_stacks_slices_and_differentiates_through_the_gathered_window
 
 
 @pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
-@pytest.mark.parametrize(("kernel", "stride", "dilation"), [((3,), (1,), (1,)), ((3, 2), (2, 1), (1, 2))])
-def test_jax_col2im_differentiates_into_one_pad_of_the_gradient_per_tap(kernel: tuple[int, ...], stride: Any, dilation: Any) -> None:
-    """The pullback of ``col2im``'s shifted sum pads the output's gradient to the input's extent once per tap, not to all products."""
+@pytest.mark.parametrize(
+    ("kernel", "stride", "dilation", "summed"),
+    [
+        ((3,), (1,), (1,), (3, (11,))),
+        # 2-D: the rows' windows are copied first (col2im_split); the sum runs over the last dim's 2 taps, on 5 output rows
+        ((3, 2), (2, 1), (1, 2), (2, (5, 11))),
+    ],
+)
+def test_jax_col2im_differentiates_into_one_pad_of_the_gradient_per_tap(
+    kernel: tuple[int, ...], stride: Any, dilation: Any, summed: tuple[int, tuple[int, ...]]
+) -> None:
+    """The pullback of ``col2im``'s shifted sum pads the output's gradient to the input's extent once per tap, not to all products.
+
+    ``summed``: the taps the sum adds and the extent it adds them over.
+    """
     import jax
     import jax.numpy as jnp
 
     from multiconv.testing import reference_conv_vjp
 
     rng = np.random.default_rng(11)
-    n, taps = len(kernel), math.prod(kernel)
+    n, (taps, extent) = len(kernel), summed
     x, w = rng.standard_normal((3, 4, *(9,) * n)), rng.standard_normal((3, 6, 2, *kernel))
     kwargs: dict[str, Any] = {"groups": 2, "stride": stride, "dilation": dilation, "padding": 1}
 
@@ -143,7 +155,7 @@ def test_jax_col2im_differentiates_into_one_pad_of_the_gradient_per_tap(kernel: 
 
     with jax.enable_x64(True):  # noqa: FBT003
         y, pullback = jax.vjp(conv, jnp.asarray(x), jnp.asarray(w))
-        one_tap, products = (3, 2, 3, *(11,) * n), (3, 2, taps, 3, *(11,) * n)  # (B, groups, [taps,] Og, *S_padded)
+        one_tap, products = (3, 2, 3, *extent), (3, 2, taps, 3, *extent)  # (B, groups, [taps,] Og, *S_padded)
         pads = [eqn for inner in jaxprs(jax.make_jaxpr(pullback)(y).jaxpr) for eqn in inner.eqns if eqn.primitive.name == "pad"]
         spread = [eqn for eqn in pads if eqn.outvars[0].aval.shape == one_tap]
         assert len(spread) == taps, [str(eqn) for eqn in pads]
@@ -152,6 +164,40 @@ def test_jax_col2im_differentiates_into_one_pad_of_the_gradient_per_tap(kernel: 
         for got, want in zip(pullback(jnp.asarray(g)), reference_conv_vjp(x, w, grad_y=g, **kwargs)[:2], strict=True):
             assert want is not None
             np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "kwargs", "product"),
+    [
+        # 2-D: the 3 row offsets' windows are 3 blocks of input channels (4 * 3), the product holds the 2 column
+        # offsets' contributions over the 5 output rows (stride 2) of the padded width 12: (B * groups, 2 * Og, 5 * 12)
+        ((3, 8, 9, 10), (3, 6, 4, 3, 2), {"groups": 2, "stride": (2, 1), "padding": 1}, (6, 6, 60)),
+        # 3-D: 2 * 3 leading offsets; 2 last-dim offsets over 4 * 2 output rows and the width 7
+        ((2, 3, 5, 5, 7), (2, 4, 3, 2, 3, 2), {"stride": (1, 2, 1)}, (2, 8, 56)),
+        # one input channel per group: every offset's product over the padded input, as in 1-D
+        ((3, 4, 9, 10), (3, 4, 1, 3, 2), {"groups": 4}, (12, 6, 90)),
+    ],
+)
+def test_jax_col2im_copies_the_leading_windows_and_sums_along_the_last_dim(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], kwargs: dict[str, Any], product: tuple[int, ...]
+) -> None:
+    """``col2im`` in 2-D and 3-D: one product, of the last dim's offsets over the output's rows (``col2im_split``)."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(12)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+
+    def conv(x: Any, w: Any) -> Any:
+        return multiconv.batch_conv(x, w, method="col2im", **kwargs)
+
+    with jax.enable_x64(True):  # noqa: FBT003
+        xj, wj = jnp.asarray(x), jnp.asarray(w)
+        jaxpr = jax.make_jaxpr(conv)(xj, wj).jaxpr
+        dots = [eqn.outvars[0].aval.shape for inner in jaxprs(jaxpr) for eqn in inner.eqns if eqn.primitive.name == "dot_general"]
+        assert dots == [product]
+        assert_matches_reference(conv(xj, wj), xj, wj, method="col2im", **kwargs)
 
 
 @pytest.mark.skipif("numpy" not in BACKENDS, reason="NumPy backend not requested")
@@ -413,7 +459,8 @@ def test_jax_trains_the_benchmark_shapes_with_the_fastest_timed_derivatives(prof
     1.086 to 1.119 while ``auto``'s steps themselves got faster (geometric mean over the 78
     cases 0.93 of the steps it ran before; dense64 25.6 against 71.7 ms, float64 17.4 against 36.3).
     After the depthwise ``shift`` derivatives got faster (the picked steps 0.89 of those before,
-    geometric mean) and ``calibrate.fit`` ranked its fits by these steps, 1.089.
+    geometric mean) and ``calibrate.fit`` ranked its fits by these steps, 1.089; after ``col2im``
+    copied the leading dims' windows in 2-D and 3-D (re-timed), 1.078.
     """
     calibrate = calibrate_script()
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)

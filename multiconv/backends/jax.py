@@ -23,7 +23,15 @@ import numpy as np
 from jax import lax
 
 from multiconv import _engines
-from multiconv._algorithms import DIRECT_ENGINES, DepthwiseAdjoints, aimed_chunk, batch_chunk, depthwise_adjoints, kernel_taps
+from multiconv._algorithms import (
+    DIRECT_ENGINES,
+    DepthwiseAdjoints,
+    aimed_chunk,
+    batch_chunk,
+    col2im_split,
+    depthwise_adjoints,
+    kernel_taps,
+)
 from multiconv._cost import choose, choose_tangent
 from multiconv._engines import index, pairwise_sum, window_counts
 from multiconv._spec import COMPLEX_DTYPES, HALF_DTYPES, ArrayInfo
@@ -477,8 +485,8 @@ def _onto_windows(spec: ConvSpec) -> Callable[[jax.Array], list[jax.Array]]:
     return spread
 
 
-def _col2im(spec: ConvSpec) -> Engine:
-    """``col2im``, whose sum of shifted products differentiates into one padded copy per kernel tap.
+def _col2im_sum(spec: ConvSpec) -> Callable[[jax.Array], jax.Array]:
+    """``col2im``'s sum of shifted products (of ``spec``: the split one in 2-D and 3-D), differentiated into one padded copy per kernel tap.
 
     JAX transposes each tap's slice of the products into a pad to the whole products
     array, so the sum's transpose wrote ``taps`` arrays of ``taps`` times the output's
@@ -502,7 +510,7 @@ def _col2im(spec: ConvSpec) -> Engine:
         return y, jax.linear_transpose(adjoint, like)(tangents[0])[0]
 
     add.defjvp(tangent)
-    return _engines.col2im(OPS, spec, add)
+    return add
 
 
 #: Engine name -> builder: ``METHODS[name](spec)`` is ``run(x, w)`` (see :mod:`multiconv._engines`).
@@ -511,7 +519,7 @@ METHODS: Final[Mapping[str, Callable[[ConvSpec], Engine]]] = {
     "loop": _loop,
     "shift": _shift,
     "matmul": lambda spec: _engines.matmul(OPS, spec, _tap_columns(spec)),
-    "col2im": _col2im,
+    "col2im": lambda spec: _engines.col2im(OPS, spec, _col2im_sum),
     "fft": partial(_engines.fft, OPS),
 }
 
@@ -630,10 +638,14 @@ def chunk_size(spec: ConvSpec, itemsize: int) -> int:
     code for an im2col buffer and its dot ran 1.2-2.3x faster so than in unrolled
     32 MiB chunks (``matmul``, float64, 256 samples of 16 channels, L 256, K 7: 28 -> 12 ms;
     float32, 64 samples of 64 channels, L 1024, K 3: 34 -> 22 ms), while below 32 MiB
-    one chunk was fastest.
+    one chunk was fastest.  ``col2im`` in 2-D and 3-D (:func:`multiconv._algorithms.col2im_split`)
+    always aims for it: 8 samples of 16 channels, 16^3, 3x3x3 (28 MiB) took 13.0 ms whole
+    and 2.3 in chunks of 2.
     """
     chunk = batch_chunk(spec, spec.method, itemsize)
-    return chunk if chunk >= spec.batch else aimed_chunk(spec, spec.method, itemsize, SEQUENTIAL_CHUNK_TARGET)
+    if chunk >= spec.batch and not (spec.method == "col2im" and col2im_split(spec)):
+        return chunk
+    return aimed_chunk(spec, spec.method, itemsize, SEQUENTIAL_CHUNK_TARGET)
 
 
 def _in_chunks(run: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, w: jax.Array, chunk: int, *, per_sample: bool) -> jax.Array:
