@@ -134,15 +134,17 @@ def col2im_split(spec: ConvSpec) -> ConvSpec | None:
     3x3, 11.7 against 23.8; 8 samples of 16 channels, 16^3, 3x3x3, 2.3 against 4.6;
     with a stride of 2 (256 samples of 4 -> 8 channels, 32x32, 3x3) 1.9 against 6.8,
     since the leading dims' stride is applied by the copies.  ``None`` (the whole
-    ``col2im``) in 1-D, for kernels with one tap on the leading dims, and for one input
+    ``col2im``) in 1-D, for kernels with one tap on the leading dims, for one input
     channel per group, where the copies cost more than they save (depthwise 3x3: 256
-    samples of 8 channels, 16x16, 0.54 against 0.12 ms).
+    samples of 8 channels, 16x16, 0.54 against 0.12 ms), and where the copies and the
+    product would take more memory than every offset's product (many more input than
+    output channels: 256 -> 8 channels, 32x32, 3x3, ten times as much).
     """
     lead = math.prod(spec.kernel[:-1])
     if spec.ndim == 1 or lead == 1 or spec.group_in_channels == 1:
         return None
     ones = (1,) * (spec.ndim - 1)
-    return replace(
+    split = replace(
         spec,
         in_channels=spec.in_channels * lead,
         in_size=(*spec.out_size[:-1], spec.padded_size[-1]),
@@ -152,6 +154,13 @@ def col2im_split(spec: ConvSpec) -> ConvSpec | None:
         padding=((0, 0),) * spec.ndim,
         padding_mode="zeros",
     )
+    whole = math.prod(spec.kernel) * spec.out_channels * math.prod(spec.padded_size)
+    return split if _split_elements(split) <= whole else None
+
+
+def _split_elements(split: ConvSpec) -> int:
+    """One sample's workspace of :func:`col2im_split`'s ``col2im``: the leading dims' windows and the last dim's products."""
+    return split.in_channels * math.prod(split.in_size) + split.kernel[-1] * split.out_channels * math.prod(split.padded_size)
 
 
 def workspace_elements(spec: ConvSpec, method: str, batch: int) -> int:
@@ -168,10 +177,7 @@ def workspace_elements(spec: ConvSpec, method: str, batch: int) -> int:
         # every kernel offset's product over the whole padded input, or the leading dims' windows
         # and the last dim's offsets' products over them (col2im_split)
         split = col2im_split(spec)
-        if split is None:
-            return batch * taps * spec.out_channels * math.prod(spec.padded_size)
-        gathered = split.in_channels * math.prod(split.in_size)
-        return batch * (gathered + split.kernel[-1] * spec.out_channels * math.prod(split.padded_size))
+        return batch * (taps * spec.out_channels * math.prod(spec.padded_size) if split is None else _split_elements(split))
     if method == "fft":
         blocks = fft_blocks(spec)
         bins = 2 * blocks.half_spectrum * blocks.block_count

@@ -71,7 +71,8 @@ one and lets a NaN or Inf spread over its whole block, so ``auto`` picks it only
 when the kernel is long enough to pay, in practice 64 taps or more on a CPU; name
 another ``method`` to avoid it altogether), and JAX's ``shift`` only for depthwise
 convolutions or kernels of at most :data:`JAX_SHIFT_MAX_TAPS` taps (XLA compiles one
-dot per tap), and its ``col2im`` for as many taps (one slice of the product per tap);
+dot per tap), and its ``col2im`` for as many slices (one of the product per tap it sums,
+in 2-D and 3-D one per leading offset's window copied too: 7x7 is 14);
 JAX's ``loop`` only without groups, up to :data:`JAX_LOOP_MAX_BATCH`
 samples (one compiled convolution per sample: its compile time grows with the
 batch) and, with per-sample weights, from :data:`JAX_LOOP_MIN_SAMPLE_MACS`
@@ -307,8 +308,9 @@ def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
         return taps >= FFT_MIN_TAPS
     if method == "shift" and backend == "jax":
         return spec.group_in_channels == 1 or taps <= JAX_SHIFT_MAX_TAPS
-    if method == "col2im":  # one slice of the product per tap compiled, like shift's dots
-        return taps <= JAX_SHIFT_MAX_TAPS
+    if method == "col2im":  # one slice of the product per tap it sums compiled, like shift's dots, and one per window copied
+        split = col2im_split(spec)
+        return (taps if split is None else taps // split.kernel[-1] + split.kernel[-1]) <= JAX_SHIFT_MAX_TAPS
     if method == "loop":  # ungrouped only: each sample's convolution must avoid XLA's grouped path
         sample_macs = spec.out_channels * spec.in_channels * taps * math.prod(spec.out_size)
         small = spec.per_sample_weight and sample_macs < JAX_LOOP_MIN_SAMPLE_MACS
