@@ -207,14 +207,15 @@ def training_targets(data: dict[str, Any]) -> list[list[str]]:
     for item in data.get("training_summary", []):
         step, forward = item["auto_seconds"], item["auto_forward_seconds"]
         backward = (step - forward) / forward if step and forward else None
-        lines.append(
-            [
-                f"training: auto backward <= 3x forward: {item['backend']} {item['shape']}",
-                "n/a" if backward is None else f"{backward:.2f}x (f+b {_time(step)}, forward {_time(forward)})",
-                _mark(None if backward is None else backward <= 3.0),
-                "" if backward is None or backward <= 3.0 else _backward_reason(data, item),
-            ]
-        )
+        name = f"training: auto backward <= 3x forward: {item['backend']} {item['shape']}"
+        if backward is None:
+            lines.append([name, "n/a", _mark(None), ""])
+            continue
+        measured = f"{backward:.2f}x (f+b {_time(step)}, forward {_time(forward)})"
+        if backward <= 0:  # the step's best round no longer than the forward's alone: the run's noise hid the backward
+            lines.append([name, measured, _mark(None), "not measured: the step's best round took no longer than the forward's"])
+        else:
+            lines.append([name, measured, _mark(backward <= 3.0), "" if backward <= 3.0 else _backward_reason(data, item)])
     return lines
 
 

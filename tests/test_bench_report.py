@@ -142,6 +142,25 @@ def test_a_slow_backward_ratio_is_explained_only_when_auto_still_wins_the_backwa
     assert report._backward_reason(slow, slow["item"]) == ""
 
 
+def test_a_step_no_longer_than_the_forward_leaves_the_backward_target_unmeasured() -> None:
+    # Run F's JAX README shape: its forward's best round 26.0 us, the whole step's 25.3 us (the
+    # run's dispatch noise), a backward of -0.02x the forward, which is no measurement of it.
+    report = report_module()
+
+    def line(step: float) -> list[str]:
+        item = {"backend": "jax", "shape": "readme", "auto_seconds": step, "auto_forward_seconds": 26.0e-6, "auto_over_best_baseline": 0.7}
+        item |= {"best_baseline": "einsum-windows", "best_baseline_seconds": 34.1e-6}
+        lines = report.training_targets({"training_summary": [item], "backends": {}})
+        return next(row for row in lines if row[0].startswith("training: auto backward"))
+
+    assert line(25.3e-6)[1:] == [
+        "-0.03x (f+b 25.3 us, forward 26.0 us)",
+        "n/a",
+        "not measured: the step's best round took no longer than the forward's",
+    ]
+    assert line(78.0e-6)[1:] == ["2.00x (f+b 78.0 us, forward 26.0 us)", "met", ""]
+
+
 def test_a_jax_step_through_two_engines_says_so() -> None:
     # JAX's auto may run one engine's forward and another's derivatives: the summary names both,
     # and a training miss compares the mixed step with each engine's own (engines only, never the
