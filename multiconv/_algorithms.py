@@ -154,13 +154,24 @@ def col2im_split(spec: ConvSpec) -> ConvSpec | None:
         padding=((0, 0),) * spec.ndim,
         padding_mode="zeros",
     )
-    whole = math.prod(spec.kernel) * spec.out_channels * math.prod(spec.padded_size)
-    return split if _split_elements(split) <= whole else None
+    return split if _split_elements(split) <= _product_elements(spec) else None
+
+
+def _product_elements(spec: ConvSpec) -> int:
+    """One sample's ``col2im`` product: every kernel offset's contribution over the whole padded input."""
+    return math.prod(spec.kernel) * spec.out_channels * math.prod(spec.padded_size)
 
 
 def _split_elements(split: ConvSpec) -> int:
     """One sample's workspace of :func:`col2im_split`'s ``col2im``: the leading dims' windows and the last dim's products."""
-    return split.in_channels * math.prod(split.in_size) + split.kernel[-1] * split.out_channels * math.prod(split.padded_size)
+    return split.in_channels * math.prod(split.in_size) + _product_elements(split)
+
+
+def col2im_slices(spec: ConvSpec) -> int:
+    """The slices ``col2im`` compiles: one of the product per offset it sums, and one per leading offset's window (split)."""
+    split = col2im_split(spec)
+    summed = math.prod((split or spec).kernel)
+    return summed if split is None else summed + math.prod(spec.kernel) // summed
 
 
 def workspace_elements(spec: ConvSpec, method: str, batch: int) -> int:
@@ -177,7 +188,7 @@ def workspace_elements(spec: ConvSpec, method: str, batch: int) -> int:
         # every kernel offset's product over the whole padded input, or the leading dims' windows
         # and the last dim's offsets' products over them (col2im_split)
         split = col2im_split(spec)
-        return batch * (taps * spec.out_channels * math.prod(spec.padded_size) if split is None else _split_elements(split))
+        return batch * (_product_elements(spec) if split is None else _split_elements(split))
     if method == "fft":
         blocks = fft_blocks(spec)
         bins = 2 * blocks.half_spectrum * blocks.block_count

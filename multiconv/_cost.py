@@ -98,6 +98,7 @@ from multiconv._algorithms import (
     CHUNK_TARGET,
     DIRECT_ENGINES,
     NUMPY_CHUNK_TARGETS,
+    col2im_slices,
     col2im_split,
     fft_blocks,
     numpy_chunk,
@@ -243,8 +244,7 @@ def _features(spec: ConvSpec, method: str, backend: str) -> tuple[float, ...]:
         gemm = _gemm(b * g, og * summed, inner.group_in_channels, math.prod(inner.padded_size))
         windows = b * inner.in_channels * math.prod(inner.in_size) if split else 0
         copies = summed * b * o * positions + windows
-        calls = 1.0 + summed + (taps // summed if split else 0)
-        return (1.0, calls, float(b * g), flops * gemm, items * copies, (items - 1) * copies, 0.0, 0.0, 0.0)
+        return (1.0, 1.0 + col2im_slices(spec), float(b * g), flops * gemm, items * copies, (items - 1) * copies, 0.0, 0.0, 0.0)
     if method == "matmul":
         gemm = _gemm(b * g, og, cg * taps, positions)
         copies = b * c * taps * positions
@@ -309,8 +309,7 @@ def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
     if method == "shift" and backend == "jax":
         return spec.group_in_channels == 1 or taps <= JAX_SHIFT_MAX_TAPS
     if method == "col2im":  # one slice of the product per tap it sums compiled, like shift's dots, and one per window copied
-        split = col2im_split(spec)
-        return (taps if split is None else taps // split.kernel[-1] + split.kernel[-1]) <= JAX_SHIFT_MAX_TAPS
+        return col2im_slices(spec) <= JAX_SHIFT_MAX_TAPS
     if method == "loop":  # ungrouped only: each sample's convolution must avoid XLA's grouped path
         sample_macs = spec.out_channels * spec.in_channels * taps * math.prod(spec.out_size)
         small = spec.per_sample_weight and sample_macs < JAX_LOOP_MIN_SAMPLE_MACS
