@@ -223,17 +223,18 @@ def sample_elements(spec: ConvSpec, method: str) -> int:
 
 
 @lru_cache(maxsize=512)
-def batch_chunk(spec: ConvSpec, method: str, itemsize: int) -> int:
+def batch_chunk(spec: ConvSpec, method: str, itemsize: int, *, limit_only: bool = False) -> int:
     """The batch chunk an engine works on: its workspace fits ``spec.workspace_limit``.
 
     The shared engines also keep a chunk's workspace near :data:`CHUNK_TARGET`; the
-    framework's own convolutions chunk only when the limit requires it.  Every array
-    of a chunk also stays within :data:`INDEX_LIMIT` elements (one sample larger than
-    that goes alone: it cannot be cut along the batch).
+    framework's own convolutions (and, with ``limit_only``, a backend's engine whose
+    buffers that target does not describe) chunk only when the limit requires it.  Every
+    array of a chunk also stays within :data:`INDEX_LIMIT` elements (one sample larger
+    than that goes alone: it cannot be cut along the batch).
     """
     if spec.batch == 0:
         return 1
-    budget = spec.workspace_limit if method in DIRECT_ENGINES else min(spec.workspace_limit, CHUNK_TARGET)
+    budget = spec.workspace_limit if limit_only or method in DIRECT_ENGINES else min(spec.workspace_limit, CHUNK_TARGET)
     per_sample = max(workspace_elements(spec, method, 1) * itemsize, 1)
     indexable = INDEX_LIMIT // sample_elements(spec, method)
     return max(1, min(spec.batch, budget // per_sample, indexable))

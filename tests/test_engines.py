@@ -752,6 +752,52 @@ def test_jax_runs_batch_chunks_one_after_another(method: str) -> None:
 
 
 @pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
+def test_jax_depthwise_shift_runs_its_forward_whole_and_its_weight_derivative_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """XLA fuses the depthwise chain into one loop: only the limit chunks it; the per-tap weight derivative keeps the chunk targets.
+
+    The targets are set to two samples' workspace, so the derivative runs in chunks of 2
+    (and a remainder of 1) while the forward runs all 5 samples; forward and reverse mode
+    give the reference's derivatives through the chunks.
+    """
+    import jax
+
+    from multiconv.backends import jax as jax_backend
+    from multiconv.testing import reference_conv, reference_conv_vjp
+
+    rng = np.random.default_rng(11)
+    geometry: dict[str, Any] = {"groups": 4, "padding": 1}
+    kwargs: dict[str, Any] = {**geometry, "method": "shift"}
+    with jax.enable_x64(True):  # noqa: FBT003
+        x, w = rng.standard_normal((5, 4, 301)), rng.standard_normal((5, 8, 1, 3))  # 301 positions: a product per tap
+        arrays = tuple(jax.numpy.asarray(a) for a in (x, w))
+        spec = _api.plan(*arrays, **kwargs).spec
+        per_sample = _algorithms.workspace_elements(spec, "shift", 1) * 8
+        monkeypatch.setattr(_algorithms, "CHUNK_TARGET", 2 * per_sample)
+        monkeypatch.setattr(jax_backend, "SEQUENTIAL_CHUNK_TARGET", 2 * per_sample)
+        assert jax_backend.chunk_size(spec, 8) == 5
+        assert jax_backend._sequential_chunk(spec, "shift", 8) == 2
+        assert jax_backend.chunk_size(_api.plan(*arrays, workspace_limit=2 * per_sample, **kwargs).spec, 8) == 2  # the limit still binds
+
+        def conv(*a: Any) -> Any:
+            return multiconv.batch_conv(*a, **kwargs)
+
+        g = rng.standard_normal((5, 8, 301))
+
+        def pullback(*a: Any) -> Any:
+            return jax.vjp(conv, *a)[1](jax.numpy.asarray(g))
+
+        assert "while" not in jax.jit(conv).lower(*arrays).as_text()
+        assert "while" in jax.jit(pullback).lower(*arrays).as_text()
+        for got, want in zip(jax.jit(pullback)(*arrays), reference_conv_vjp(x, w, None, grad_y=g, **geometry)[:2], strict=True):
+            assert want is not None
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-9)
+        dx, dw = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
+        _, pushed = jax.jvp(conv, arrays, (jax.numpy.asarray(dx), jax.numpy.asarray(dw)))
+        linear = reference_conv(dx, w, **geometry) + reference_conv(x, dw, **geometry)
+        np.testing.assert_allclose(np.asarray(pushed), linear, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
 def test_jax_chunks_only_a_batch_whose_workspace_is_large() -> None:
     import jax
 

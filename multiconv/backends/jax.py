@@ -365,7 +365,9 @@ def _shift(spec: ConvSpec) -> Engine:
     taps, the weight's a chain over the output positions (or, for many positions, one
     product and sum per tap).  The tangent is written as their transposes
     (``jax.linear_transpose``), so reverse mode, which transposes it back, runs them
-    (forward mode runs the transposes).
+    (forward mode runs the transposes).  The forward runs on the whole batch (see
+    :func:`chunk_size`), and so do the derivatives but one: the weight's product and sum
+    per tap, which run in the chunks the other engines would (:func:`_sequential_chunk`).
     """
     engine = _engines.shift(OPS, spec)
     if not (spec.per_sample_weight and spec.group_in_channels == 1):
@@ -412,6 +414,9 @@ def _depthwise_input_cotangent(spec: ConvSpec, adjoints: DepthwiseAdjoints) -> E
     per_channel = _engines.shift(OPS, dataclasses.replace(adjoints.input, out_channels=out_channels, groups=out_channels))
 
     def input_cotangent(w: jax.Array, g: jax.Array) -> jax.Array:  # the transpose of dx -> conv(dx, w)
+        return _in_chunks(whole, w, g, _sequential_chunk(spec, "shift", g.dtype.itemsize), per_sample=True)
+
+    def whole(w: jax.Array, g: jax.Array) -> jax.Array:
         flipped = jnp.flip(w.reshape(w.shape[0], out_channels, 1, *spec.kernel), axis=spatial)
         each: jax.Array = per_channel(lax.pad(g, jnp.zeros((), g.dtype), (*no_pad, *adjoints.dilate_pad)), flipped)
         if og == 1:
@@ -465,11 +470,14 @@ def _depthwise_weight_cotangent(spec: ConvSpec, adjoints: DepthwiseAdjoints) -> 
         def products(xg: jax.Array, gg: jax.Array) -> list[jax.Array]:
             return [gg * xg[window] for window in windows]
 
-    def per_tap(x: jax.Array, g: jax.Array) -> jax.Array:  # the transpose of dw -> conv(x, dw)
+    def summed(x: jax.Array, g: jax.Array) -> jax.Array:
         xg = x.reshape(x.shape[0], groups, 1, *x.shape[2:])
         gg = g.reshape(g.shape[0], groups, og, *spec.out_size)
         sums = [jnp.sum(product, axis=spatial) for product in products(xg, gg)]  # each (B, groups, og)
         return jnp.stack(sums, axis=-1).reshape(g.shape[0], out_channels, 1, *spec.kernel)
+
+    def per_tap(x: jax.Array, g: jax.Array) -> jax.Array:  # the transpose of dw -> conv(x, dw)
+        return _in_chunks(summed, x, g, _sequential_chunk(spec, "shift", x.dtype.itemsize), per_sample=True)
 
     return per_tap
 
@@ -647,12 +655,23 @@ def chunk_size(spec: ConvSpec, itemsize: int) -> int:
     float32, 64 samples of 64 channels, L 1024, K 3: 34 -> 22 ms), while below 32 MiB
     one chunk was fastest.  ``col2im`` in 2-D and 3-D (:func:`multiconv._algorithms.col2im_split`)
     always aims for it: 8 samples of 16 channels, 16^3, 3x3x3 (28 MiB) took 13.0 ms whole
-    and 2.3 in chunks of 2.
+    and 2.3 in chunks of 2.  A depthwise ``shift`` chunks only where the limit requires
+    it: XLA fuses its multiply-add chain into one loop that writes the output and keeps
+    no product, and a loop over chunks kept it from doing so (float32, AMD EPYC, forward:
+    16 samples of 8 -> 128 channels, L 4096, 9 taps, 14-22 ms in chunks of 3 against
+    0.96-1.0 whole; 256 samples of 256 channels, L 256, 7 taps, 20.9 against 3.7).
     """
-    chunk = batch_chunk(spec, spec.method, itemsize)
-    if chunk >= spec.batch and not (spec.method == "col2im" and col2im_split(spec)):
+    if spec.method == "shift" and spec.group_in_channels == 1:
+        return batch_chunk(spec, "shift", itemsize, limit_only=True)
+    return _sequential_chunk(spec, spec.method, itemsize)
+
+
+def _sequential_chunk(spec: ConvSpec, method: str, itemsize: int) -> int:
+    """:func:`chunk_size`'s rule for the engines that keep their products: whole, or chunks aimed at :data:`SEQUENTIAL_CHUNK_TARGET`."""
+    chunk = batch_chunk(spec, method, itemsize)
+    if chunk >= spec.batch and not (method == "col2im" and col2im_split(spec)):
         return chunk
-    return aimed_chunk(spec, spec.method, itemsize, SEQUENTIAL_CHUNK_TARGET)
+    return aimed_chunk(spec, method, itemsize, SEQUENTIAL_CHUNK_TARGET)
 
 
 def _in_chunks(run: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, w: jax.Array, chunk: int, *, per_sample: bool) -> jax.Array:
