@@ -366,8 +366,12 @@ def _shift(spec: ConvSpec) -> Engine:
     product and sum per tap).  The tangent is written as their transposes
     (``jax.linear_transpose``), so reverse mode, which transposes it back, runs them
     (forward mode runs the transposes).  The forward runs on the whole batch (see
-    :func:`chunk_size`), and so do the derivatives but one: the weight's product and sum
-    per tap, which run in the chunks the other engines would (:func:`_sequential_chunk`).
+    :func:`chunk_size`), and so does the weight derivative's chain over the positions
+    (256 samples of 256 channels, L 256, 7 taps: VJP 40-65 ms against 535-560 in chunks
+    of 16); the input's derivative and the weight's products and sums per tap run in the
+    chunks the other engines would (:func:`_sequential_chunk`), as they ran faster so or
+    no slower (16 samples of 8 -> 128 channels, L 4096, 9 taps: 23-25 against 41-47 ms
+    with the input's whole).
     """
     engine = _engines.shift(OPS, spec)
     if not (spec.per_sample_weight and spec.group_in_channels == 1):
