@@ -285,12 +285,23 @@ def _allocator_line(machine: dict[str, Any]) -> str:
     mmap, trim = _allocator(machine, "MALLOC_MMAP_THRESHOLD_"), _allocator(machine, "MALLOC_TRIM_THRESHOLD_")
     value = machine.get("env", {}).get("MALLOC_MMAP_THRESHOLD_")
     if value is not None and int(value) >= WARM_HEAP:
-        return (
+        line = (
             f"- Allocator: every backend's process runs with glibc's mmap threshold at {mmap} and its trim threshold at "
             f"{trim} (`multiconv._bench.ALLOCATOR_ENV`, the setting the README recommends): every buffer up to the "
             "workspace bound stays in the heap. At glibc's 32 MiB / 64 MiB, some processes page-faulted 8 to 21 thousand "
             "pages per call and others none, for the same code (PyTorch and JAX, `dense64`), which decided many rows."
         )
+        if machine.get("env", {}).get("MALLOC_ARENA_MAX") == "1":
+            line += (
+                " Every thread allocates from the one arena (`MALLOC_ARENA_MAX=1`): a worker thread's own arena caps its "
+                "heaps at 64 MiB and trims them, so XLA's buffers of 64 MiB and more were mapped afresh on every call."
+            )
+        else:
+            line += (
+                " Threads kept arenas of their own (runs before `MALLOC_ARENA_MAX=1`): XLA's buffers of 64 MiB and more "
+                "faulted on every call."
+            )
+        return line
     return (
         f"- Allocator: every backend's process runs with glibc's mmap threshold fixed at {mmap} and its trim threshold "
         f"at {trim} (`multiconv._bench.ALLOCATOR_ENV`): the values glibc's own dynamic threshold reaches once a 32 MiB "

@@ -366,12 +366,14 @@ def _shift(spec: ConvSpec) -> Engine:
     product and sum per tap).  The tangent is written as their transposes
     (``jax.linear_transpose``), so reverse mode, which transposes it back, runs them
     (forward mode runs the transposes).  The forward runs on the whole batch (see
-    :func:`chunk_size`), and so does the weight derivative's chain over the positions
-    (256 samples of 256 channels, L 256, 7 taps: VJP 40-65 ms against 535-560 in chunks
-    of 16); the input's derivative and the weight's products and sums per tap run in the
-    chunks the other engines would (:func:`_sequential_chunk`), as they ran faster so or
-    no slower (16 samples of 8 -> 128 channels, L 4096, 9 taps: 23-25 against 41-47 ms
-    with the input's whole).
+    :func:`chunk_size`), and so do the input's derivative and the weight's chain over the
+    positions; the weight's products and sums per tap run in the chunks the other engines
+    would (:func:`_sequential_chunk`).  VJPs against every derivative in those chunks,
+    float32, AMD EPYC, the benchmark's allocator settings: 256 samples of 256 channels,
+    L 256, 7 taps, 40-65 against 535-560 ms; 128 samples of 16 -> 64 channels, L 1024,
+    15 taps, 22-23 against 53-55; 64 samples of 32 -> 64 channels, L 4096, 5 taps, 26-28
+    against 46-49; no slower on the others timed.  The products per tap whole lost up to
+    1.4x (32 samples of 64 channels, L 8192, 33 taps, stride 2: 109-112 against 75-77).
     """
     engine = _engines.shift(OPS, spec)
     if not (spec.per_sample_weight and spec.group_in_channels == 1):
@@ -418,9 +420,6 @@ def _depthwise_input_cotangent(spec: ConvSpec, adjoints: DepthwiseAdjoints) -> E
     per_channel = _engines.shift(OPS, dataclasses.replace(adjoints.input, out_channels=out_channels, groups=out_channels))
 
     def input_cotangent(w: jax.Array, g: jax.Array) -> jax.Array:  # the transpose of dx -> conv(dx, w)
-        return _in_chunks(whole, w, g, _sequential_chunk(spec, "shift", g.dtype.itemsize), per_sample=True)
-
-    def whole(w: jax.Array, g: jax.Array) -> jax.Array:
         flipped = jnp.flip(w.reshape(w.shape[0], out_channels, 1, *spec.kernel), axis=spatial)
         each: jax.Array = per_channel(lax.pad(g, jnp.zeros((), g.dtype), (*no_pad, *adjoints.dilate_pad)), flipped)
         if og == 1:
