@@ -742,7 +742,10 @@ def framework(name: str) -> Framework:
 #: training step: 2,276 faults a call).  One arena for every thread
 #: (``MALLOC_ARENA_MAX=1``) keeps them in the one heap: 2.8-3.1 ms at 2**24, no faults
 #: in those steps, and the unchunked depthwise ``shift`` forward of 256 samples of 4
-#: channels, L 16384, 33 taps (a 64 MiB output) at 7.1 against 30 ms.
+#: channels, L 16384, 33 taps (a 64 MiB output) at 7.1 against 30 ms.  The one heap
+#: fragments, though: after JAX's ``loop`` program for ``many`` had run, ``col2im``'s
+#: training step of that shape took 14-20 ms against 9 before (10-11 with the thresholds
+#: alone), as in run G's rounds (15-18 ms).
 ALLOCATOR_ENV: Final = {
     "MALLOC_MMAP_THRESHOLD_": str(256 * 2**20),
     "MALLOC_TRIM_THRESHOLD_": str(512 * 2**20),
