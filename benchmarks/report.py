@@ -298,8 +298,8 @@ def _allocator_line(machine: dict[str, Any]) -> str:
             )
         else:
             line += (
-                " Threads kept arenas of their own (runs before `MALLOC_ARENA_MAX=1`): XLA's buffers of 64 MiB and more "
-                "faulted on every call."
+                " Threads allocate from arenas of their own (glibc's default): XLA's buffers of 64 MiB and more, beyond "
+                "such an arena's heap, fault on every call (multiconv's own stay under it)."
             )
         return line
     return (

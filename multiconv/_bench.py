@@ -733,24 +733,18 @@ def framework(name: str) -> Framework:
 #: the median call faulted no page (PyTorch: dense64 forward and training, conv2d,
 #: float64; 3 processes each) or under 40 (JAX's dense64 training step, where the fixed
 #: setting faulted 14-21 thousand in 3 of 3), so candidates are timed at their steady
-#: state, not at what glibc's history left them.  That holds in the main thread's arena
-#: only: a thread that allocates gets an arena of its own, whose heaps glibc caps at
-#: 64 MiB and trims as they empty, so XLA's buffers (allocated by its worker threads)
-#: of 64 MiB and more were mapped afresh on every call whatever the thresholds (JAX,
-#: ``x * 2 + 1`` on 2**24 float32: 16.6-17.7 ms and 16,385 faults a call, against 2.8 ms
-#: for 1,024 elements fewer), and smaller ones faulted in some calls (JAX's dense64
-#: training step: 2,276 faults a call).  One arena for every thread
-#: (``MALLOC_ARENA_MAX=1``) keeps them in the one heap: 2.8-3.1 ms at 2**24, no faults
-#: in those steps, and the unchunked depthwise ``shift`` forward of 256 samples of 4
-#: channels, L 16384, 33 taps (a 64 MiB output) at 7.1 against 30 ms.  The one heap
-#: fragments, though: after JAX's ``loop`` program for ``many`` had run, ``col2im``'s
-#: training step of that shape took 14-20 ms against 9 before (10-11 with the thresholds
-#: alone), as in run G's rounds (15-18 ms).
-ALLOCATOR_ENV: Final = {
-    "MALLOC_MMAP_THRESHOLD_": str(256 * 2**20),
-    "MALLOC_TRIM_THRESHOLD_": str(512 * 2**20),
-    "MALLOC_ARENA_MAX": "1",
-}
+#: state, not at what glibc's history left them.  That holds in the main thread's arena:
+#: a thread that allocates gets an arena of its own, whose heaps glibc caps at 64 MiB,
+#: so XLA's buffers (allocated by its worker threads) of 64 MiB and more are mapped
+#: afresh on every call whatever the thresholds (JAX, ``x * 2 + 1`` on 2**24 float32:
+#: 16.6-17.7 ms and 16,385 faults a call, against 2.8 ms for 1,024 elements fewer).  One
+#: arena for every thread (``MALLOC_ARENA_MAX=1``) keeps them in the heap (2.8-3.1 ms),
+#: but its one heap fragments, and over the benchmark's shapes (multiconv's buffers stay
+#: under 64 MiB) it lost: run G (one arena) against run H (threads' own arenas), same code, AMD EPYC,
+#: JAX's rows took a median 0.92 (forward) and 0.94 (training) of run G's time in run H,
+#: ``many``'s training step 8.4 against 14.9 ms; NumPy and PyTorch did not move (0.98-1.00).
+#: So the benchmark keeps glibc's arenas; the README describes the trade.
+ALLOCATOR_ENV: Final = {"MALLOC_MMAP_THRESHOLD_": str(256 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(512 * 2**20)}
 
 
 def _cpu_model() -> str:
@@ -780,7 +774,14 @@ def machine_info(framework: Framework | None = None) -> dict[str, Any]:
         "threadpools": pools,
         "env": {
             name: os.environ.get(name)
-            for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", *ALLOCATOR_ENV)
+            for name in (
+                "OPENBLAS_CORETYPE",
+                "OPENBLAS_L2_SIZE",
+                "OPENBLAS_NUM_THREADS",
+                "OMP_NUM_THREADS",
+                *ALLOCATOR_ENV,
+                "MALLOC_ARENA_MAX",
+            )
         },
         # Other work on the machine distorts every number (threaded kernels most): say how busy it was.
         "load_average": _load_average(),
