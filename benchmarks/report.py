@@ -283,7 +283,8 @@ def _settle_note(settings: dict[str, Any]) -> str:
 def _allocator_line(machine: dict[str, Any]) -> str:
     """The Markdown line on the run's allocator settings: the warm heap of today's runs, or the fixed 32 MiB of earlier ones."""
     mmap, trim = _allocator(machine, "MALLOC_MMAP_THRESHOLD_"), _allocator(machine, "MALLOC_TRIM_THRESHOLD_")
-    value = machine.get("env", {}).get("MALLOC_MMAP_THRESHOLD_")
+    env = machine.get("env", {})
+    value = env.get("MALLOC_MMAP_THRESHOLD_")
     if value is not None and int(value) >= WARM_HEAP:
         line = (
             f"- Allocator: every backend's process runs with glibc's mmap threshold at {mmap} and its trim threshold at "
@@ -291,7 +292,7 @@ def _allocator_line(machine: dict[str, Any]) -> str:
             "workspace bound stays in the heap. At glibc's 32 MiB / 64 MiB, some processes page-faulted 8 to 21 thousand "
             "pages per call and others none, for the same code (PyTorch and JAX, `dense64`), which decided many rows."
         )
-        if machine.get("env", {}).get("MALLOC_ARENA_MAX") == "1":
+        if env.get("MALLOC_ARENA_MAX") == "1":
             line += (
                 " Every thread allocates from the one arena (`MALLOC_ARENA_MAX=1`): a worker thread's own arena caps its "
                 "heaps at 64 MiB and trims them, so XLA's buffers of 64 MiB and more were mapped afresh on every call."

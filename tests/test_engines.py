@@ -752,7 +752,9 @@ def test_jax_runs_batch_chunks_one_after_another(method: str) -> None:
 
 
 @pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
-def test_jax_depthwise_shift_runs_its_forward_whole_and_its_weight_derivative_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_jax_depthwise_shift_runs_its_forward_whole_and_its_weight_derivative_in_chunks(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     """XLA fuses the depthwise chain into one loop: only the limit chunks it; the per-tap weight derivative keeps the chunk targets.
 
     The targets are set to two samples' workspace, so the derivative runs in chunks of 2
@@ -772,7 +774,9 @@ def test_jax_depthwise_shift_runs_its_forward_whole_and_its_weight_derivative_in
         arrays = tuple(jax.numpy.asarray(a) for a in (x, w))
         spec = _api.plan(*arrays, **kwargs).spec
         per_sample = _algorithms.workspace_elements(spec, "shift", 1) * 8
+        _algorithms.batch_chunk.cache_clear()  # its cached chunks must neither come from nor outlive the patched target
         monkeypatch.setattr(_algorithms, "CHUNK_TARGET", 2 * per_sample)
+        request.addfinalizer(_algorithms.batch_chunk.cache_clear)
         monkeypatch.setattr(jax_backend, "SEQUENTIAL_CHUNK_TARGET", 2 * per_sample)
         assert jax_backend.chunk_size(spec, 8) == 5
         assert jax_backend._sequential_chunk(spec, "shift", 8) == 2
