@@ -83,7 +83,10 @@ sample, ``loop`` was the fastest on none on the AMD CPU and on one, by 4%, on th
 one, and up to 17 and 29 times slower); JAX's
 ``vmap`` never on a CPU (XLA's grouped convolution, which ``vmap`` of a convolution
 becomes, was fastest on 4 of 78 calibration shapes on each CPU, and 37 and 38 times
-slower than the best engine in float64).
+slower than the best engine in float64).  One charge is added to the fit: PyTorch's
+float64 and complex128 ``grouped`` forward, which loops over the groups in one parallel
+region each, costs :data:`GROUP_LOOP_SECONDS` more per group and loop (:func:`group_loop_risk`):
+it took 2 to 7 times its idle time whenever a core was slow to answer.
 """
 
 from __future__ import annotations
@@ -142,6 +145,11 @@ JAX_LOOP_MAX_BATCH: Final = 256
 #: runtime tens of microseconds whatever its size.
 JAX_LOOP_MIN_SAMPLE_MACS: Final = 2**15
 
+
+#: Dtypes PyTorch's CPU convolution computes with one parallel region per group (:func:`group_loop_risk`).
+WIDE_LOOP_DTYPES: Final = frozenset({"float64", "complex128"})
+#: What :func:`group_loop_risk` charges per group and loop: about a third of the 44-95 us more each group took with a busy core.
+GROUP_LOOP_SECONDS: Final = 20e-6
 
 #: The calibration a CPU of an unmeasured vendor uses.
 DEFAULT_PROFILE: Final = "GenuineIntel"
@@ -285,20 +293,48 @@ def modelled(coefficients: tuple[float, ...], backend: str, spec: ConvSpec, meth
 
 
 def estimate(backend: str, spec: ConvSpec, method: str) -> float:
-    """Modelled seconds of ``method`` on ``spec`` (CPU coefficients of ``backend`` for :func:`cpu_profile`)."""
-    return modelled(COEFFICIENTS[cpu_profile()][backend][method], backend, spec, method)
+    """Modelled seconds of ``method`` on ``spec`` (CPU coefficients of ``backend`` for :func:`cpu_profile`).
+
+    Plus :func:`group_loop_risk` for PyTorch's convolution where it loops over the groups.
+    """
+    return modelled(COEFFICIENTS[cpu_profile()][backend][method], backend, spec, method) + group_loop_risk(backend, spec, method)
+
+
+def group_loop_risk(backend: str, spec: ConvSpec, method: str, *, loops: int = 1) -> float:
+    """Seconds :func:`estimate` (``loops=1``) and :func:`estimate_training` (3) add to PyTorch's ``grouped`` where it loops over the groups.
+
+    PyTorch's CPU convolution has no oneDNN kernel for float64 (complex128 is three float64
+    convolutions): it runs one im2col and matrix product per group, each its own parallel
+    region that waits for every thread, and its backward loops so twice more (the input's
+    and the weight's gradients).  Idle, that costs no more than one batched matmul; but
+    while a core is slow to answer (another thread or process on it, or this shared host's
+    own state), every region waits.  2 threads, AMD EPYC, 256 samples of 16 channels,
+    L 256, K 7 (float64): forward idle 5.0-5.7 ms against ``matmul``'s 5.2-6.1, with one
+    other busy process 22-24 against 9.5-11.5; 16 samples 0.30 against 0.19 idle, 1.3-1.5
+    against 0.20 busy (44-95 us more per group).  Nothing else need be running: of the
+    processes started one after another, the same convolution took 10.6-11.3 ms throughout
+    in none to 5 of every 6, depending on the hour, and so did the benchmark's (run H 11.6,
+    a run of 2026-12-06 11.4 with its training step 30.1 ms against ``matmul``'s 18.1 and an
+    idle step's 16.4).  Charged :data:`GROUP_LOOP_SECONDS` per group and loop, that shape
+    runs ``matmul`` forward and in training, a few percent slower than the fold at its best
+    and up to twice as fast as at its worst.
+    """
+    if backend != "torch" or method != "grouped" or spec.dtype not in WIDE_LOOP_DTYPES:
+        return 0.0
+    folded = (spec.batch if spec.per_sample_weight else 1) * spec.groups
+    return GROUP_LOOP_SECONDS * folded * loops if folded > 1 else 0.0
 
 
 def estimate_training(backend: str, spec: ConvSpec, method: str) -> float:
     """Modelled seconds of one training step of ``method``: the output and the gradients of ``x`` and ``w``.
 
     The fit of timed training steps (``TRAINING_COEFFICIENTS``) where :func:`cpu_profile`
-    has one for ``backend`` and ``method``, else the forward's estimate.
+    has one for ``backend`` and ``method`` (plus :func:`group_loop_risk` of three loops), else the forward's estimate.
     """
     coefficients = TRAINING_COEFFICIENTS.get(cpu_profile(), {}).get(backend, {}).get(method)
     if coefficients is None:
         return estimate(backend, spec, method)
-    return modelled(coefficients, backend, spec, method)
+    return modelled(coefficients, backend, spec, method) + group_loop_risk(backend, spec, method, loops=3)
 
 
 def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
