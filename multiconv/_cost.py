@@ -86,7 +86,7 @@ becomes, was fastest on 4 of 78 calibration shapes on each CPU, and 37 and 38 ti
 slower than the best engine in float64).  One charge is added to the fit: PyTorch's
 float64 and complex128 ``grouped`` forward, which loops over the groups in one parallel
 region each, costs :data:`GROUP_LOOP_SECONDS` more per group and loop (:func:`group_loop_risk`):
-it took 2 to 7 times its idle time whenever a core was slow to answer.
+it took 2 to 5 times its idle time whenever a core was slow to answer.
 """
 
 from __future__ import annotations
@@ -148,8 +148,10 @@ JAX_LOOP_MIN_SAMPLE_MACS: Final = 2**15
 
 #: Dtypes PyTorch's CPU convolution computes with one parallel region per group (:func:`group_loop_risk`).
 WIDE_LOOP_DTYPES: Final = frozenset({"float64", "complex128"})
-#: What :func:`group_loop_risk` charges per group and loop: about a third of the 44-95 us more each group took with a busy core.
+#: What :func:`group_loop_risk` charges per group and loop: what each group took more, (11 - 5.3 ms) / 256, where a core lagged.
 GROUP_LOOP_SECONDS: Final = 20e-6
+#: Undilated, PyTorch's float64 convolution of this many spatial dims takes every group in one call (``slow_conv3d``).
+GROUPED_CALL_NDIM: Final = 3
 
 #: The calibration a CPU of an unmeasured vendor uses.
 DEFAULT_PROFILE: Final = "GenuineIntel"
@@ -301,28 +303,35 @@ def estimate(backend: str, spec: ConvSpec, method: str) -> float:
 
 
 def group_loop_risk(backend: str, spec: ConvSpec, method: str, *, loops: int = 1) -> float:
-    """Seconds :func:`estimate` (``loops=1``) and :func:`estimate_training` (3) add to PyTorch's ``grouped`` where it loops over the groups.
+    """Seconds :func:`estimate` and :func:`estimate_training` add to PyTorch's ``grouped`` where it loops over the groups.
 
-    PyTorch's CPU convolution has no oneDNN kernel for float64 (complex128 is three float64
-    convolutions): it runs one im2col and matrix product per group, each its own parallel
-    region that waits for every thread, and its backward loops so twice more (the input's
-    and the weight's gradients).  Idle, that costs no more than one batched matmul; but
-    while a core is slow to answer (another thread or process on it, or this shared host's
-    own state), every region waits.  2 threads, AMD EPYC, 256 samples of 16 channels,
-    L 256, K 7 (float64): forward idle 5.0-5.7 ms against ``matmul``'s 5.2-6.1, with one
-    other busy process 22-24 against 9.5-11.5; 16 samples 0.30 against 0.19 idle, 1.3-1.5
-    against 0.20 busy (44-95 us more per group).  Nothing else need be running: of the
-    processes started one after another, the same convolution took 10.6-11.3 ms throughout
-    in none to 5 of every 6, depending on the hour, and so did the benchmark's (run H 11.6,
-    a run of 2026-12-06 11.4 with its training step 30.1 ms against ``matmul``'s 18.1 and an
-    idle step's 16.4).  Charged :data:`GROUP_LOOP_SECONDS` per group and loop, that shape
-    runs ``matmul`` forward and in training, a few percent slower than the fold at its best
-    and up to twice as fast as at its worst.
+    PyTorch's CPU convolution has no oneDNN kernel for float64: in 1-D and 2-D, and dilated
+    in 3-D, it runs one convolution per group (an im2col and a matrix product), each its own
+    parallel region that waits for every thread (profiled, torch 2.13: 8 ``thnn_conv2d``
+    for 8 groups, one ``slow_conv3d`` for them undilated), and its backward one more per
+    group; complex128 is three float64 convolutions, each looping.  Idle, that costs no more
+    than one batched matmul; but while a core is slow to answer (another thread or process
+    on it, or the benchmark host's own state), every region waits.  2 threads, AMD EPYC,
+    256 samples of 16 channels, L 256, K 7 (float64): forward idle 5.0-5.7 ms against
+    ``matmul``'s 5.2-6.1, with one other busy process 22-24 against 9.5-11.5; 16 samples
+    0.30 against 0.19 idle, 1.3-1.5 against 0.20 busy (each group 44-95 us against 19-22
+    idle).  Nothing else need be running: of the processes started one after another, the
+    same convolution took 10.6-11.3 ms throughout in none to 5 of every 6, depending on the
+    hour, and so did the benchmark's (run H 11.6; a run of 2026-12-06 11.4, with its
+    training step 30.1 ms against ``matmul``'s 18.1 and an idle step's 16.4).  Charged
+    :data:`GROUP_LOOP_SECONDS` per group and loop (``loops``: 1 for the forward, 3 for a
+    training step, whose loops hold three products per group; three times as many for
+    complex128), that shape runs ``matmul`` forward and in training: 1.06-1.21x the fold's
+    idle time (benchmark run I, the stored calibration timings), half its time when a core
+    lags.
     """
     if backend != "torch" or method != "grouped" or spec.dtype not in WIDE_LOOP_DTYPES:
         return 0.0
+    if spec.ndim == GROUPED_CALL_NDIM and all(d == 1 for d in spec.dilation):
+        return 0.0
     folded = (spec.batch if spec.per_sample_weight else 1) * spec.groups
-    return GROUP_LOOP_SECONDS * folded * loops if folded > 1 else 0.0
+    convolutions = 3 if spec.dtype == "complex128" else 1
+    return GROUP_LOOP_SECONDS * folded * loops * convolutions if folded > 1 else 0.0
 
 
 def estimate_training(backend: str, spec: ConvSpec, method: str) -> float:

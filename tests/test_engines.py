@@ -626,6 +626,9 @@ def test_auto_trains_the_benchmark_shapes_within_10_percent_of_the_fastest_timed
 ) -> None:
     """On a profile with timed training steps, the engine ``auto`` trains with took at most 1.1x the fastest step.
 
+    At most 1.25x where an engine's loop over the groups is charged its risk
+    (:func:`multiconv._cost.group_loop_risk`; float64 on the AMD CPU: 18.7 against 16.4 ms).
+
     PyTorch: the engine of its training choice, against the steps of the engines ``auto`` may
     pick, as stored by ``calibrate.py --training``; or within 10 us of it (a step of tens of
     microseconds is mostly dispatch).  JAX runs its forward engine's forward with the
@@ -643,12 +646,12 @@ def test_auto_trains_the_benchmark_shapes_within_10_percent_of_the_fastest_timed
     for row in rows:
         spec = dataclasses.replace(calibrate._spec(row), training=True)
         trained = _cost.choose(backend, spec, methods)
-        # a loop over the groups is charged its risk (_cost.group_loop_risk): the stored step is the loop at its idle speed
-        times = {
-            m: t + _cost.group_loop_risk(backend, spec, m, loops=3) for m, t in row["times"].items() if _cost.eligible(backend, spec, m)
-        }
+        times = {m: t for m, t in row["times"].items() if _cost.eligible(backend, spec, m)}
         fastest = min(times.values())
-        assert times[trained] <= 1.1 * fastest or times[trained] - fastest <= 10e-6, (row["name"], trained, times)
+        fast = times[trained] <= 1.1 * fastest or times[trained] - fastest <= 10e-6
+        # a loop over the groups, stored at its idle speed, is charged its risk (_cost.group_loop_risk): up to 1.25x there
+        charged = any(_cost.group_loop_risk(backend, spec, m, loops=3) for m in times)
+        assert fast or (charged and times[trained] <= 1.25 * fastest), (row["name"], trained, times)
 
 
 @pytest.mark.usefixtures("fresh_profile")
@@ -861,9 +864,10 @@ def test_torch_float64_grouped_forward_is_charged_for_its_loop_over_the_groups(m
     """PyTorch's float64 convolution runs one parallel region per group: ``auto``'s forward charges each one.
 
     The benchmark's float64 shape (256 samples) goes to ``matmul`` on every profile, forward
-    and in training (three loops: the forward's and the two gradients'); float32 (oneDNN,
-    one region), complex64 (float32 inside), one weight of one group and the other engines
-    and backends pay nothing.
+    and in training (charged three loops); complex128 pays three times (three float64
+    convolutions), a shared weight for its groups; float32 (oneDNN, one region), complex64
+    (float32 inside), one weight of one group, an undilated 3-D convolution (one call for
+    all groups) and the other engines and backends pay nothing.
     """
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
     x, w = np.ones((256, 16, 256)), np.ones((256, 16, 16, 7))
@@ -873,9 +877,16 @@ def test_torch_float64_grouped_forward_is_charged_for_its_loop_over_the_groups(m
     fitted = _cost.modelled(_calibration.COEFFICIENTS[profile]["torch"]["grouped"], "torch", spec, "grouped")
     assert _cost.estimate("torch", spec, "grouped") == pytest.approx(fitted + charge)
     assert _cost.choose("torch", spec, ("grouped", "shift", "matmul", "fft")) == "matmul"
-    assert _cost.group_loop_risk("torch", dataclasses.replace(spec, dtype="complex128"), "grouped") == pytest.approx(charge)
-    one_group = dataclasses.replace(_api.plan(x[:2], w[0]).spec, method="grouped")  # one weight for the batch, groups=1: no loop
-    for free in (dataclasses.replace(spec, dtype="float32"), dataclasses.replace(spec, dtype="complex64"), one_group):
+    assert _cost.group_loop_risk("torch", dataclasses.replace(spec, dtype="complex128"), "grouped") == pytest.approx(3 * charge)
+    for weight in (w[0], w[:1]):  # one weight for the batch, as is and broadcast: its 4 groups loop
+        shared = dataclasses.replace(_api.plan(x[:2], weight[..., :4, :], groups=4).spec, method="grouped")
+        assert _cost.group_loop_risk("torch", shared, "grouped") == pytest.approx(4 * _cost.GROUP_LOOP_SECONDS)
+    cubes, kernels = np.ones((2, 8, 6, 6, 6)), np.ones((2, 8, 4, 3, 3, 3))
+    dilated = dataclasses.replace(_api.plan(cubes, kernels, groups=2, dilation=2).spec, method="grouped")
+    assert _cost.group_loop_risk("torch", dilated, "grouped") == pytest.approx(4 * _cost.GROUP_LOOP_SECONDS)
+    one_group = dataclasses.replace(_api.plan(x[:2], w[0]).spec, method="grouped")
+    undilated = dataclasses.replace(dilated, dilation=(1, 1, 1))  # slow_conv3d takes every group in one call
+    for free in (dataclasses.replace(spec, dtype="float32"), dataclasses.replace(spec, dtype="complex64"), one_group, undilated):
         assert _cost.group_loop_risk("torch", free, "grouped") == 0.0, free
     assert _cost.group_loop_risk("torch", spec, "matmul") == _cost.group_loop_risk("jax", spec, "vmap") == 0.0
     trained = dataclasses.replace(spec, training=True)
