@@ -321,9 +321,13 @@ def group_loop_risk(backend: str, spec: ConvSpec, method: str, *, loops: int = 1
     training step 30.1 ms against ``matmul``'s 18.1 and an idle step's 16.4).  Charged
     :data:`GROUP_LOOP_SECONDS` per group and loop (``loops``: 1 for the forward, 3 for a
     training step, whose loops hold three products per group; three times as many for
-    complex128), that shape runs ``matmul`` forward and in training: 1.06-1.21x the fold's
-    idle time (benchmark run I, the stored calibration timings), half its time when a core
-    lags.
+    complex128), that shape runs ``matmul`` forward and in training: 1.06-1.25x the fold's
+    idle time (benchmark run I, four runs of that shape after it, the stored calibration
+    timings), about half its time when a core lags.  On average that pays once a core lags in
+    more than about one process in five (forward) or four (training): on this host, about one
+    in five of some 170 processes that day, in clusters of up to 5 in 6, and 4 of 10 benchmark
+    processes.  The charge buys the absence of the 2-5x cliff under load (a training loop's
+    data workers are such a load).
     """
     if backend != "torch" or method != "grouped" or spec.dtype not in WIDE_LOOP_DTYPES:
         return 0.0
