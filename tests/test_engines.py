@@ -895,3 +895,15 @@ def test_torch_float64_grouped_forward_is_charged_for_its_loop_over_the_groups(m
         _cost.modelled(steps, "torch", trained, "grouped") + 3 * charge
     )
     assert _cost.choose("torch", trained, ("grouped", "shift", "matmul", "fft")) == "matmul"
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_calibrate_reports_where_auto_runs_another_engine_than_the_fits_pick(capsys: pytest.CaptureFixture[str], training: bool) -> None:
+    """The AMD fit picks PyTorch's fold for the float64 shape; ``auto`` charges its loop over the groups and runs ``matmul``."""
+    calibrate = calibrate_script()
+    table = _calibration.TRAINING_COEFFICIENTS if training else _calibration.COEFFICIENTS
+    rows = stored_timings("AuthenticAMD", "torch", training=training)
+    calibrate.report("torch", rows, table["AuthenticAMD"]["torch"], " training" if training else "")
+    lines = [line for line in capsys.readouterr().out.splitlines() if "auto runs" in line]
+    assert any(line.split(":")[0].strip() == "float64" and "picks grouped" in line and "auto runs matmul" in line for line in lines), lines
+    assert all("group loop charged" in line for line in lines)
