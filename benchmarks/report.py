@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from multiconv._cost import FFT_MIN_TAPS
+from multiconv._cost import FFT_MIN_TAPS, WIDE_LOOP_DTYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,13 +68,35 @@ def _spread(row: dict[str, Any]) -> float:
     return row["seconds_median"] / row["seconds"] - 1 if row.get("seconds") and row.get("seconds_median") else 0.0
 
 
+def _charged_fold_reason(data: dict[str, Any], item: dict[str, Any], *, training: bool = False) -> str:
+    """Where PyTorch's ``auto`` left the fold, charged for its loop over the groups, and the fold ran at its idle speed.
+
+    Only for runs that record the charge (``group_loop_seconds``): before it, ``auto`` left
+    the fold for other reasons.
+    """
+    backend, method = item["backend"], item["auto_method"]
+    result = data["backends"][backend]
+    shape = next(s for s in result["shapes"] if s["name"] == item["shape"])
+    fold = _rows(result, item["shape"], "training_rows" if training else "rows").get("grouped", {}).get("seconds")
+    charged = backend == "torch" and method != "grouped" and shape.get("dtype") in WIDE_LOOP_DTYPES
+    if not (charged and fold and result.get("machine", {}).get("group_loop_seconds")):
+        return ""
+    return (
+        f"auto runs {method}: it charges the fold's loop over the groups (multiconv._cost.group_loop_risk), "
+        f"which ran at its idle speed here (grouped {_time(fold)}); where a core lags it takes about twice that"
+    )
+
+
 def _baseline_reason(data: dict[str, Any], item: dict[str, Any], *, training: bool = False) -> str:
-    """Why auto is above the best baseline, where the data says: the same algorithm, apart by noise."""
+    """Why auto is above the best baseline, where the data says: the same algorithm, apart by noise, the fold's charge."""
     backend, method = item["backend"], item["auto_method"]
     auto = _rows(data["backends"][backend], item["shape"], "training_rows" if training else "rows")["auto"]
     apart, spread = item["auto_over_best_baseline"] - 1, _spread(auto)
     if item["best_baseline"] in SAME_ALGORITHM.get((backend, method), frozenset()):
         return f"same algorithm ({method} is {item['best_baseline']}): {apart:.0%} apart, auto's own rounds spread {spread:.0%}"
+    fold_like = item["best_baseline"] in SAME_ALGORITHM[("torch", "grouped")]
+    if fold_like and (charged := _charged_fold_reason(data, item, training=training)):
+        return charged
     if apart <= spread:
         return f"{apart:.0%} apart, within auto's own rounds' spread ({spread:.0%})"
     derivatives = item.get("auto_derivatives") or method
@@ -105,6 +127,8 @@ def _engine_reason(data: dict[str, Any], item: dict[str, Any]) -> str:
     taps = math.prod(shape["w_shape"][len(shape["x_shape"]) :])
     if best == "fft" and taps < FFT_MIN_TAPS:
         return f"fft is kept out below {FFT_MIN_TAPS} kernel taps ({taps} here): NaN locality and elementwise accuracy"
+    if best == "grouped" and (charged := _charged_fold_reason(data, item)):
+        return charged
     return f"the cost model estimates {method} below {best}"
 
 

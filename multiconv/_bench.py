@@ -55,7 +55,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 import multiconv
 from multiconv._api import plan
-from multiconv._cost import cpu_info, cpu_profile
+from multiconv._cost import GROUP_LOOP_SECONDS, cpu_info, cpu_profile
 from multiconv._dispatch import BACKENDS, installed, load
 from multiconv.testing import reference_conv, reference_conv_vjp
 
@@ -767,6 +767,7 @@ def machine_info(framework: Framework | None = None) -> dict[str, Any]:
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_profile": cpu_profile(),  # the calibration method="auto" used
+        "group_loop_seconds": GROUP_LOOP_SECONDS,  # and its charge on PyTorch's float64 fold (multiconv._cost.group_loop_risk)
         "cpus_usable": len(affinity(0)) if affinity is not None else os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -195,3 +195,25 @@ def test_a_jax_step_through_two_engines_says_so() -> None:
     assert report._trained_with(item) == "loop (derivatives: shift)"
     assert report._trained_with(item | {"auto_derivatives": "loop"}) == "loop"
     assert report._trained_with({"auto_method": "grouped"}) == "grouped"  # runs recorded before the field
+
+
+def test_a_float64_row_off_the_fold_names_the_charge_for_its_loop() -> None:
+    """PyTorch float64: ``auto`` ran ``matmul`` because the fold's loop over the groups is charged; the reason says so.
+
+    Only where the run records the charge: older runs left the fold for other reasons.
+    """
+    report = report_module()
+    data = _data(1.07, 1.0, median=1.2, method="matmul", best_engine="grouped")
+    result = data["backends"]["torch"]
+    result["shapes"][0]["dtype"] = "float64"
+    for kind in ("rows", "training_rows"):
+        result[kind] = [*result[kind], {"shape": "s", "candidate": "grouped", "seconds": 1.0, "seconds_median": 1.1}]
+    generic = ("7% apart, within auto's own rounds' spread (12%)", "the cost model estimates matmul below grouped")
+    assert (report._baseline_reason(data, data["item"]), report._engine_reason(data, data["item"])) == generic  # no charge recorded
+    result["machine"] = {"group_loop_seconds": 2e-05}
+    for reason in (report._baseline_reason(data, data["item"]), report._engine_reason(data, data["item"])):
+        assert reason.startswith("auto runs matmul: it charges the fold's loop over the groups"), reason
+        assert "idle speed here (grouped 1.00 s)" in reason
+    assert "charges" in report._baseline_reason(data, data["item"], training=True)
+    result["shapes"][0]["dtype"] = "float32"  # no loop to charge: the usual reasons
+    assert (report._baseline_reason(data, data["item"]), report._engine_reason(data, data["item"])) == generic
