@@ -482,13 +482,11 @@ def _mixed_inversions(backend: str, rows: list[dict[str, Any]], coefficients: di
 def charged_pick(backend: str, row: dict[str, Any], coefficients: dict[str, tuple[float, ...]], *, training: bool) -> str:
     """The engine ``auto`` runs on ``row`` with these coefficients: the fit's pick, unless ``_cost.group_loop_risk`` charges it."""
     cost = importlib.import_module("multiconv._cost")
-    spec, loops = _spec(row), 3 if training else 1
-    charged = {
-        m: cost.modelled(coefficients[m], backend, spec, m) + cost.group_loop_risk(backend, spec, m, loops=loops)
-        for m in row["times"]
-        if cost.eligible(backend, spec, m)
+    spec = _spec(row)
+    ranked = {
+        m: cost.charged(coefficients[m], backend, spec, m, training=training) for m in row["times"] if cost.eligible(backend, spec, m)
     }
-    runs: str = min(charged, key=charged.__getitem__)
+    runs: str = min(ranked, key=ranked.__getitem__)
     return runs
 
 

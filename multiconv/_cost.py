@@ -150,6 +150,8 @@ JAX_LOOP_MIN_SAMPLE_MACS: Final = 2**15
 WIDE_LOOP_DTYPES: Final = frozenset({"float64", "complex128"})
 #: What :func:`group_loop_risk` charges per group and loop: what each group took more, (11 - 5.3 ms) / 256, where a core lagged.
 GROUP_LOOP_SECONDS: Final = 20e-6
+#: Loops a training step is charged (:func:`group_loop_risk`): its loops hold three products per group.
+TRAINING_LOOPS: Final = 3
 #: Undilated, PyTorch's float64 convolution of this many spatial dims takes every group in one call (``slow_conv3d``).
 GROUPED_CALL_NDIM: Final = 3
 
@@ -299,7 +301,13 @@ def estimate(backend: str, spec: ConvSpec, method: str) -> float:
 
     Plus :func:`group_loop_risk` for PyTorch's convolution where it loops over the groups.
     """
-    return modelled(COEFFICIENTS[cpu_profile()][backend][method], backend, spec, method) + group_loop_risk(backend, spec, method)
+    return charged(COEFFICIENTS[cpu_profile()][backend][method], backend, spec, method)
+
+
+def charged(coefficients: tuple[float, ...], backend: str, spec: ConvSpec, method: str, *, training: bool = False) -> float:
+    """:func:`modelled` plus :func:`group_loop_risk` (of :data:`TRAINING_LOOPS` loops for a training step): what ``auto`` ranks."""
+    loops = TRAINING_LOOPS if training else 1
+    return modelled(coefficients, backend, spec, method) + group_loop_risk(backend, spec, method, loops=loops)
 
 
 def group_loop_risk(backend: str, spec: ConvSpec, method: str, *, loops: int = 1) -> float:
@@ -342,12 +350,12 @@ def estimate_training(backend: str, spec: ConvSpec, method: str) -> float:
     """Modelled seconds of one training step of ``method``: the output and the gradients of ``x`` and ``w``.
 
     The fit of timed training steps (``TRAINING_COEFFICIENTS``) where :func:`cpu_profile`
-    has one for ``backend`` and ``method`` (plus :func:`group_loop_risk` of three loops), else the forward's estimate.
+    has one for ``backend`` and ``method`` (:func:`charged`: plus the loops' risk), else the forward's estimate.
     """
     coefficients = TRAINING_COEFFICIENTS.get(cpu_profile(), {}).get(backend, {}).get(method)
     if coefficients is None:
         return estimate(backend, spec, method)
-    return modelled(coefficients, backend, spec, method) + group_loop_risk(backend, spec, method, loops=3)
+    return charged(coefficients, backend, spec, method, training=True)
 
 
 def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
