@@ -31,9 +31,11 @@ and, as ``benchmarks/run.sh`` runs the benchmark, without ``OPENBLAS_CORETYPE`` 
 ``OPENBLAS_L2_SIZE``, so that OpenBLAS runs the kernel it detects (:data:`BLAS_OVERRIDES`;
 each file stored since 2026-12-06 records NumPy's kernel as ``machine.blas``).  The raw timings go to
 ``benchmarks/calibration/<profile>/<backend>.json`` (training steps:
-``<backend>-training.json``), where the profile is this CPU's vendor
-(``multiconv._cost.cpu_profile``: ``GenuineIntel``, ``AuthenticAMD``): each vendor
-measured keeps its own timings and coefficients.
+``<backend>-training.json``), where the profile is this CPU's vendor, family and
+model (``multiconv._cost.cpu_model``: ``AuthenticAMD-family25-model17``; the first two
+profiles, measured before the family and model were recorded, are named by the vendor
+alone, ``GenuineIntel`` and ``AuthenticAMD``: ``--profile`` re-times or refits those):
+each CPU measured keeps its own timings and coefficients.
 
 The fit is, per (backend, engine), non-negative least squares of the modelled
 time ``sum(c_i * feature_i)`` on relative error, refitted with the cases it ranks
@@ -345,7 +347,18 @@ def _fit_engines(backend: str, rows: list[dict[str, Any]], boost: np.ndarray, *,
         for number, method in enumerate(together):
             own = list(solution[1 + number * width : 1 + (number + 1) * width])
             coefficients[method] = tuple(float(c) for c in [*own[:gemm], solution[0], *own[gemm:]])
-    return {m: coefficients[m] for m in methods}
+    return {m: stored_precision(coefficients[m]) for m in methods}
+
+
+def stored_precision(values: tuple[float, ...]) -> tuple[float, ...]:
+    """``values`` to the 4 significant digits ``multiconv/_calibration.py`` keeps (:func:`_table`).
+
+    Fits are ranked by the picks of the coefficients ``auto`` will use: on the Zen 4 EPYC's
+    NumPy timings (2026-12-06), the fit kept picked ``matmul`` for the depthwise benchmark
+    shape (1.67 ms against ``shift``'s 2.05) by 8e-11 s of 2.07e-3, and its rounded
+    coefficients picked ``shift``.
+    """
+    return tuple(float(f"{c:.4g}") for c in values)
 
 
 def _case_weights(rows: list[dict[str, Any]]) -> np.ndarray:
@@ -590,7 +603,7 @@ def _table(name: str, coefficients: Coefficients) -> list[str]:
         for backend, methods in backends.items():
             lines.append(f'        "{backend}": {{')
             for method, values in methods.items():
-                lines.append(f'            "{method}": ({", ".join(f"{v:.4g}" for v in values)}),')
+                lines.append(f'            "{method}": ({", ".join(f"{v:.4g}" for v in stored_precision(values))}),')
             lines.append("        },")
         lines.append("    },")
     lines.append("}")
@@ -609,7 +622,8 @@ def _describe(data: Path) -> str:
     stored = {path.stem: json.loads(path.read_text(encoding="utf-8"))["machine"] for path in sorted(data.glob("*.json"))}
     machine = max(stored.values(), key=lambda m: m["date"])  # the latest measurement names the machine and versions
     dates = ", ".join(f"{backend} {m['date']}" for backend, m in stored.items())
-    return f"{machine['cpu']} ({machine['cores']} cores), Python {machine['python']}, {machine['versions']}; timed: {dates}"
+    model = f"{machine['cpu_model']}, " if machine.get("cpu_model") else ""  # recorded since 2026-12-06, late
+    return f"{machine['cpu']} ({model}{machine['cores']} cores), Python {machine['python']}, {machine['versions']}; timed: {dates}"
 
 
 #: What ``benchmarks/run.sh`` unsets for the benchmark: OpenBLAS then runs the kernel it detects.
@@ -634,6 +648,7 @@ def _machine() -> dict[str, Any]:
 
     return {
         "cpu": cpu,
+        "cpu_model": importlib.import_module("multiconv._cost").cpu_model(),  # vendor, family and model
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "versions": ", ".join(versions),
@@ -706,7 +721,8 @@ def main() -> int:
     parser.add_argument("--mixed", action="store_true", help="with --training, JAX: time auto's forward with each engine's derivatives")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # child process: measure one backend
     args = parser.parse_args()
-    profile = args.profile or (importlib.import_module("multiconv._cost").cpu_vendor() or "unknown")
+    cost = importlib.import_module("multiconv._cost")
+    profile = args.profile or cost.cpu_model() or cost.cpu_vendor() or "unknown"
     data = DATA / profile
     cases = grid_cases(10) if args.quick else benchmark_cases() + grid_cases(args.cases)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None

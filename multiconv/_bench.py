@@ -55,7 +55,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 import multiconv
 from multiconv._api import plan
-from multiconv._cost import GROUP_LOOP_SECONDS, cpu_info, cpu_profile
+from multiconv._cost import GROUP_LOOP_SECONDS, cpu_info, cpu_model, cpu_profile
 from multiconv._dispatch import BACKENDS, installed, load
 from multiconv.testing import reference_conv, reference_conv_vjp
 
@@ -765,6 +765,7 @@ def machine_info(framework: Framework | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "cpu": _cpu_model(),
+        "cpu_model": cpu_model(),  # vendor, family and model: which calibration auto would use, if measured
         "cpu_count": os.cpu_count(),
         "cpu_profile": cpu_profile(),  # the calibration method="auto" used
         "group_loop_seconds": GROUP_LOOP_SECONDS,  # and its charge on PyTorch's float64 fold (multiconv._cost.group_loop_risk)

@@ -14,6 +14,10 @@ MACHINES: Final[dict[str, str]] = {
         "AMD EPYC (2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2; "
         "timed: jax-training 2026-12-06, jax 2026-12-06, numpy 2026-12-06, torch-training 2026-12-06, torch 2026-12-06"
     ),
+    "AuthenticAMD-family25-model17": (
+        "AMD EPYC (AuthenticAMD-family25-model17, 2 cores), Python 3.11.7, numpy 2.4.6, torch 2.13.0+cpu, jax 0.10.2; "
+        "timed: jax-training 2026-12-06, jax 2026-12-06, numpy 2026-12-06, torch-training 2026-12-06, torch 2026-12-06"
+    ),
 }
 
 #: profile -> backend -> engine -> coefficients of (fixed, calls, products, gemm, copies, wide_copies, elementwise, fft, slow_copies).
@@ -61,6 +65,28 @@ COEFFICIENTS: Final[dict[str, dict[str, dict[str, tuple[float, ...]]]]] = {
             "fft": (0, 0, 2.265e-08, 1.486e-12, 1.339e-09, 0, 0, 5.288e-12, 0),
         },
     },
+    "AuthenticAMD-family25-model17": {
+        "numpy": {
+            "einsum": (2.087e-05, 0, 0, 4.184e-12, 1.419e-10, 0, 0, 0, 6.552e-10),
+            "shift": (0, 1.69e-06, 0, 3.822e-12, 3.9e-11, 0, 5.006e-10, 0, 2.04e-10),
+            "matmul": (0, 5.663e-06, 0, 3.198e-12, 1.57e-10, 0, 0, 0, 5.028e-10),
+            "fft": (0, 0, 0, 8.66e-13, 3.005e-09, 0, 0, 2.599e-10, 0),
+        },
+        "torch": {
+            "grouped": (5.578e-05, 0, 0, 1.367e-12, 0, 2.748e-09, 0, 0, 3.3e-10),
+            "shift": (0, 1.384e-05, 0, 3.221e-12, 1.737e-10, 1.183e-09, 0, 0, 0),
+            "matmul": (0, 1.107e-05, 3.463e-07, 1.366e-12, 1.879e-10, 1.195e-09, 0, 0, 0),
+            "fft": (9.278e-05, 0, 0, 5.199e-13, 1.466e-09, 0, 0, 1.023e-11, 0),
+        },
+        "jax": {
+            "vmap": (0, 0, 1.679e-06, 9.638e-12, 0, 3.31e-09, 0, 0, 0),
+            "loop": (4.381e-05, 2.537e-06, 0, 6.675e-12, 2.656e-10, 2.418e-09, 0, 0, 0),
+            "shift": (2.159e-05, 9.394e-08, 0, 5.352e-12, 4.762e-10, 7.137e-10, 1.95e-11, 0, 0),
+            "matmul": (1.998e-05, 0, 0, 5.14e-12, 4.699e-10, 0, 0, 0, 0),
+            "col2im": (1.739e-05, 0, 0, 4.698e-12, 8.765e-11, 0, 0, 0, 0),
+            "fft": (0, 0, 0, 3.408e-12, 1.859e-09, 8.253e-11, 0, 0, 0),
+        },
+    },
 }
 
 #: The same for one training step (forward and gradients of x and w), where timed.
@@ -92,6 +118,21 @@ TRAINING_COEFFICIENTS: Final[dict[str, dict[str, dict[str, tuple[float, ...]]]]]
             "col2im": (6.138e-06, 5.614e-06, 0, 9.46e-12, 2.544e-10, 1.853e-09, 0, 0, 0),
             "loop": (0, 0, 9.499e-05, 1.155e-11, 2.55e-10, 0, 0, 0, 1.243e-10),
             "fft": (0, 0, 0, 5.581e-12, 4.351e-09, 0, 0, 0, 0),
+        },
+    },
+    "AuthenticAMD-family25-model17": {
+        "torch": {
+            "grouped": (0.0002235, 0, 0, 2.895e-12, 1.043e-10, 8.894e-09, 0, 0, 1.809e-09),
+            "shift": (0, 5.035e-05, 0, 9.17e-12, 1.579e-09, 0, 0, 0, 0),
+            "matmul": (7.713e-05, 0, 3.002e-06, 9.17e-12, 6.8e-10, 1.097e-09, 0, 0, 0),
+            "fft": (0.0007976, 0, 0, 1.463e-12, 1.935e-09, 0, 5.792e-11, 1.634e-10, 0),
+        },
+        "jax": {
+            "shift": (2.766e-05, 3.551e-06, 0, 1.428e-11, 6.39e-10, 1.773e-09, 7.096e-11, 0, 0),
+            "matmul": (3.845e-05, 0, 0, 1.139e-11, 3.026e-09, 3.784e-09, 0, 0, 0),
+            "col2im": (2.617e-05, 0, 0, 1.842e-11, 0, 1.019e-09, 0, 0, 0),
+            "loop": (0, 0, 0.0001829, 1.592e-11, 8.821e-10, 0, 0, 0, 0),
+            "fft": (0, 0, 0, 6.82e-12, 4.002e-09, 0, 0, 0, 0),
         },
     },
 }

@@ -51,11 +51,17 @@ until every benchmark shape picks within 10% of the fastest engine where that
 can be had) to timings of a grid of shapes, the benchmark's shapes among them,
 by ``benchmarks/calibrate.py``; they live in
 :mod:`multiconv._calibration` together with the machine they were measured on.
-There is one set per CPU vendor measured (:func:`cpu_profile`): the same wheels
-rank the engines differently on an Intel and an AMD CPU (PyTorch's float64
-grouped convolution against its batched matmul, for one, measured 12.0 against
-9.3 ms on the Intel machine and 5.1 against 5.6 ms on the AMD one).  A CPU of
-another vendor uses :data:`DEFAULT_PROFILE`'s; the environment variable
+There is one set per CPU measured (:func:`cpu_profile`): the same wheels rank the
+engines differently on different CPUs (PyTorch's float64 grouped convolution against
+its batched matmul, for one, measured 12.0 against 9.3 ms on the Intel machine and 5.1
+against 5.6 ms on the first AMD one; JAX's ``col2im``, its whole batch at once, against
+its ``loop`` on 256 samples of 16 channels, L 256, 7 taps, 2.3 against 2.5 ms there and
+9.0 against 5.9 on an AMD EPYC of family 25, model 17, a Zen 4, whose float32 GEMM ran
+at 190 against 490 GFLOP/s).  A profile is named by the CPU's vendor, family and model
+(``AuthenticAMD-family25-model17``, :func:`cpu_model`) or, for the first two measured,
+whose family and model were not recorded, by the vendor alone (``GenuineIntel``,
+``AuthenticAMD``): a CPU uses its own model's profile where one was measured, else its
+vendor's, else :data:`DEFAULT_PROFILE`'s; the environment variable
 ``MULTICONV_CPU_PROFILE`` names a profile to use instead.
 A second set of coefficients (``TRAINING_COEFFICIENTS``) fits the same features to
 timed training steps (the output and the gradients of ``x`` and ``w``), where a profile
@@ -160,12 +166,13 @@ DEFAULT_PROFILE: Final = "GenuineIntel"
 
 
 def cpu_info(field: str) -> str:
-    """The first value of ``field`` in ``/proc/cpuinfo`` (``"vendor_id"``, ``"model name"``), or ``""``."""
+    """The first value of ``field`` in ``/proc/cpuinfo`` (``"vendor_id"``, ``"model name"``, ``"model"``), or ``""``."""
     try:
         lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return ""
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(field)), "")
+    pairs = (line.split(":", 1) for line in lines if ":" in line)
+    return next((value.strip() for key, value in pairs if key.strip() == field), "")
 
 
 def cpu_vendor() -> str:
@@ -173,14 +180,19 @@ def cpu_vendor() -> str:
     return cpu_info("vendor_id")
 
 
+def cpu_model() -> str:
+    """``<vendor>-family<F>-model<M>`` (``AuthenticAMD-family25-model17``), or ``""`` where ``/proc/cpuinfo`` does not say."""
+    vendor, family, model = cpu_vendor(), cpu_info("cpu family"), cpu_info("model")
+    return f"{vendor}-family{family}-model{model}" if vendor and family and model else ""
+
+
 @functools.cache
 def cpu_profile() -> str:
-    """The calibration ``auto`` uses: ``MULTICONV_CPU_PROFILE``, else :func:`cpu_vendor` where measured, else the default."""
+    """The calibration ``auto`` uses: ``MULTICONV_CPU_PROFILE``, else :func:`cpu_model`'s, else :func:`cpu_vendor`'s, else the default's."""
     chosen = os.environ.get("MULTICONV_CPU_PROFILE", "")
     if chosen and chosen not in COEFFICIENTS:
         raise ValueError(f"MULTICONV_CPU_PROFILE={chosen!r} names no calibration; measured: {', '.join(MACHINES)}")
-    vendor = chosen or cpu_vendor()
-    return vendor if vendor in COEFFICIENTS else DEFAULT_PROFILE
+    return next((name for name in (chosen, cpu_model(), cpu_vendor()) if name in COEFFICIENTS), DEFAULT_PROFILE)
 
 
 def _gemm(batch: int, m: int, k: int, n: int) -> float:

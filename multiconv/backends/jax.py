@@ -645,6 +645,8 @@ def _direct(spec: ConvSpec, x: jax.Array, w: jax.Array, bias: jax.Array | None) 
 
 #: Chunked, JAX's batch chunks each aim for this much workspace (see :func:`chunk_size`).
 SEQUENTIAL_CHUNK_TARGET: Final = 8 * 2**20
+#: JAX's 1-D ``col2im`` aims its chunks at this much workspace, however little the whole batch's (see :func:`chunk_size`).
+COL2IM_CHUNK_TARGET: Final = 4 * 2**20
 
 
 def chunk_size(spec: ConvSpec, itemsize: int) -> int:
@@ -656,12 +658,23 @@ def chunk_size(spec: ConvSpec, itemsize: int) -> int:
     code for an im2col buffer and its dot ran 1.2-2.3x faster so than in unrolled
     32 MiB chunks (``matmul``, float64, 256 samples of 16 channels, L 256, K 7: 28 -> 12 ms;
     float32, 64 samples of 64 channels, L 1024, K 3: 34 -> 22 ms), while below 32 MiB
-    one chunk was fastest.  ``col2im`` in 2-D and 3-D (:func:`multiconv._algorithms.col2im_split`)
+    one chunk was fastest (Intel Xeon).  ``col2im`` in 2-D and 3-D (:func:`multiconv._algorithms.col2im_split`)
     always aims for it: 8 samples of 16 channels, 16^3, 3x3x3 (28 MiB) took 13.0 ms whole
-    and 2.3 in chunks of 2.  A depthwise ``shift`` chunks only where the limit requires
-    it: XLA fuses its multiply-add chain into one loop that writes the output and keeps
-    no product, and a loop over chunks kept it from doing so (float32, AMD EPYC, forward:
-    16 samples of 8 -> 128 channels, L 4096, 9 taps, 14-22 ms in chunks of 3 against
+    and 2.3 in chunks of 2.  In 1-D it always aims for :data:`COL2IM_CHUNK_TARGET`,
+    whose chunks' products stay nearer the core: on an AMD EPYC of family 25 (Zen 4, 1
+    MiB of L2 a core, an L3 shared with other machines' work), against the whole batch
+    (best of 5 blocks, interleaved), 256 samples of 16 channels, L 256, 7 taps (29 MiB)
+    took 0.73 of the time (8 MiB chunks: 0.96), in float64 0.84, 64 samples of 64
+    channels, L 1024, 3 taps 0.97, 8 samples of 256 channels, L 512, 3 taps 0.83, 64
+    samples of 32 channels, L 1024, 5 taps 0.82, 128 samples of 8 -> 16 channels, L
+    4096, 9 taps 0.89, 32 samples of 64 channels, L 512, 3 taps, stride 2 1.01; training
+    steps (forward and VJP) 0.73, 0.97, 0.99, 0.87 and (L 1024, 5 taps) 0.96.
+    ``matmul``'s forward gained from chunks there too (8 MiB: 0.57 to 1.04), but its
+    training steps lost up to 1.2x in 8 MiB chunks and 1.8x in 4 MiB: it keeps the rule
+    above.  A depthwise ``shift`` chunks only where the limit requires it: XLA fuses its
+    multiply-add chain into one loop that writes the output and keeps no product, and a
+    loop over chunks kept it from doing so (float32, AMD EPYC, forward: 16 samples of 8
+    -> 128 channels, L 4096, 9 taps, 14-22 ms in chunks of 3 against
     0.96-1.0 whole; 256 samples of 256 channels, L 256, 7 taps, 20.9 against 3.7).
     """
     if spec.method == "shift" and spec.group_in_channels == 1:
@@ -670,9 +683,14 @@ def chunk_size(spec: ConvSpec, itemsize: int) -> int:
 
 
 def _sequential_chunk(spec: ConvSpec, method: str, itemsize: int) -> int:
-    """:func:`chunk_size`'s rule for the engines that keep their products: whole, or chunks aimed at :data:`SEQUENTIAL_CHUNK_TARGET`."""
+    """:func:`chunk_size`'s rule for the engines that keep their products: whole, or chunks aimed at :data:`SEQUENTIAL_CHUNK_TARGET`.
+
+    ``col2im`` always aims: in 2-D and 3-D at that target, in 1-D at :data:`COL2IM_CHUNK_TARGET`.
+    """
+    if method == "col2im":
+        return aimed_chunk(spec, method, itemsize, SEQUENTIAL_CHUNK_TARGET if col2im_split(spec) else COL2IM_CHUNK_TARGET)
     chunk = batch_chunk(spec, method, itemsize)
-    if chunk >= spec.batch and not (method == "col2im" and col2im_split(spec)):
+    if chunk >= spec.batch:
         return chunk
     return aimed_chunk(spec, method, itemsize, SEQUENTIAL_CHUNK_TARGET)
 
