@@ -87,6 +87,21 @@ def _charged_fold_reason(data: dict[str, Any], item: dict[str, Any], *, training
     )
 
 
+def _noise_reason(data: dict[str, Any], item: dict[str, Any], *, training: bool) -> str:
+    """Where auto and the best baseline are apart by the run's noise: within auto's spread, or behind a baseline's lucky round."""
+    rows = _rows(data["backends"][item["backend"]], item["shape"], "training_rows" if training else "rows")
+    auto, baseline = rows["auto"], rows.get(item["best_baseline"], {})
+    apart, spread = item["auto_over_best_baseline"] - 1, _spread(auto)
+    if apart <= spread:
+        return f"{apart:.0%} apart, within auto's own rounds' spread ({spread:.0%})"
+    if auto.get("seconds_median") and baseline.get("seconds_median") and auto["seconds_median"] <= baseline["seconds_median"]:
+        return (
+            f"auto's median round ({_time(auto['seconds_median'])}) is below {item['best_baseline']}'s "
+            f"({_time(baseline['seconds_median'])}), whose median lies {_spread(baseline):.0%} above its best round"
+        )
+    return ""
+
+
 def _baseline_reason(data: dict[str, Any], item: dict[str, Any], *, training: bool = False) -> str:
     """Why auto is above the best baseline, where the data says: the same algorithm, apart by noise, the fold's charge."""
     backend, method = item["backend"], item["auto_method"]
@@ -97,8 +112,8 @@ def _baseline_reason(data: dict[str, Any], item: dict[str, Any], *, training: bo
     fold_like = item["best_baseline"] in SAME_ALGORITHM[("torch", "grouped")]
     if fold_like and (charged := _charged_fold_reason(data, item, training=training)):
         return charged
-    if apart <= spread:
-        return f"{apart:.0%} apart, within auto's own rounds' spread ({spread:.0%})"
+    if noise := _noise_reason(data, item, training=training):
+        return noise
     derivatives = item.get("auto_derivatives") or method
     if training and derivatives != method:
         steps = _rows(data["backends"][backend], item["shape"], "training_rows")
@@ -121,8 +136,14 @@ def _engine_reason(data: dict[str, Any], item: dict[str, Any]) -> str:
     """Why auto is more than 10% above the best engine."""
     backend, method, best = item["backend"], item["auto_method"], item["best_engine"]
     if best.removeprefix("method=") == method:
-        auto = _rows(data["backends"][backend], item["shape"])["auto"]
-        return f"auto runs {method} itself: the same code path, auto's own rounds spread {_spread(auto):.0%}"
+        rows = _rows(data["backends"][backend], item["shape"])
+        auto, engine = rows["auto"], rows.get(best, {})
+        medians = (
+            f"; median rounds {_time(auto['seconds_median'])} against {_time(engine['seconds_median'])}"
+            if auto.get("seconds_median") and engine.get("seconds_median")
+            else ""
+        )
+        return f"auto runs {method} itself: the same code path, auto's own rounds spread {_spread(auto):.0%}{medians}"
     shape = next(s for s in data["backends"][backend]["shapes"] if s["name"] == item["shape"])
     taps = math.prod(shape["w_shape"][len(shape["x_shape"]) :])
     if best == "fft" and taps < FFT_MIN_TAPS:
@@ -340,6 +361,7 @@ def render(data: dict[str, Any], plot: str = "../benchmarks/results.png", notes:
     """The Markdown page (``plot``: the PNG's path from the page; ``notes``: paragraphs after the machine list)."""
     first = next(iter(data["backends"].values()))["machine"]
     blas: dict[str, Any] = next((p for p in first.get("threadpools", []) if p.get("user_api") == "blas"), {})
+    model = f" ({first['cpu_model']})" if first.get("cpu_model") else ""  # vendor, family and model: recorded since 2026-12-06, late
     out = [
         "# Benchmarks",
         "",
@@ -348,7 +370,7 @@ def render(data: dict[str, Any], plot: str = "../benchmarks/results.png", notes:
             f"`OPENBLAS_L2_SIZE` unset), {data['created']}. Regenerate this page with `python benchmarks/report.py`."
         ),
         "",
-        f"- Machine: {first['cpu']}, {first['cpu_count']} cores, {first['platform']}; Python {first['python']}"
+        f"- Machine: {first['cpu']}{model}, {first['cpu_count']} cores, {first['platform']}; Python {first['python']}"
         + (f"; `auto`'s calibration: the {first['cpu_profile']} profile." if "cpu_profile" in first else "."),
         f"- Versions: multiconv {first['multiconv']}, "
         + ", ".join(f"{name} {result['machine']['framework_version']}" for name, result in data["backends"].items())
@@ -437,7 +459,8 @@ def main() -> int:
     for run in sorted((ROOT / "benchmarks" / "runs").glob("*.json")):
         page = ROOT / "docs" / f"benchmarks-{run.stem}.md"
         data = _write(run, page, ("An earlier full run, kept for comparison; the latest is [benchmarks.md](benchmarks.md).",))
-        cpu = next(iter(data["backends"].values()))["machine"]["cpu"]
+        machine = next(iter(data["backends"].values()))["machine"]
+        cpu = machine["cpu"] + (f" {machine['cpu_model']}" if machine.get("cpu_model") else "")
         earlier.append(f"[{run.stem}]({page.name}) ({cpu}, {data['created'][:10]})")
     notes = (f"Earlier full runs, on other machines or code: {'; '.join(earlier)}.",) if earlier else ()
     _write(ROOT / "benchmarks" / "results.json", ROOT / "docs" / "benchmarks.md", notes)

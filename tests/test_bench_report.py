@@ -63,6 +63,19 @@ def test_without_arguments_every_run_gets_a_page_and_the_latest_links_them(
     assert capsys.readouterr().out.count("wrote ") == len(RECORDED)
 
 
+def test_the_page_names_the_cpu_model_where_the_run_recorded_it() -> None:
+    """Runs since 2026-12-06, late, record the CPU's vendor, family and model (the calibration profile's name when measured)."""
+    report = report_module()
+    recorded = [json.loads(source.read_text(encoding="utf-8")) for source in RECORDED]
+    with_model = [data for data in recorded if next(iter(data["backends"].values()))["machine"].get("cpu_model")]
+    assert with_model  # the Zen 4 EPYC's runs
+    for data in recorded:
+        machine = next(iter(data["backends"].values()))["machine"]
+        line = next(line for line in report.render(data).splitlines() if line.startswith("- Machine: "))
+        model = machine.get("cpu_model")
+        assert line.startswith(f"- Machine: {machine['cpu']} ({model}), " if model else f"- Machine: {machine['cpu']}, "), line
+
+
 def test_the_page_states_the_allocator_thresholds_the_run_had() -> None:
     report = report_module()
     machine = {"env": {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}}
@@ -118,6 +131,15 @@ def test_reasons_name_the_same_algorithm_the_noise_or_the_fft_rule() -> None:
     assert report._baseline_reason(clear, clear["item"], training=True) == ""
     clear["item"] |= {"best_engine": "fft", "auto_over_best_engine": 0.99}  # auto itself trained faster than fft
     assert report._baseline_reason(clear, clear["item"], training=True) == ""
+    lucky = _data(1.5, 1.0, median=1.55, method="shift", best_engine="shift")  # the baseline's best round: 1.0, its median 1.6
+    lucky["backends"]["torch"]["rows"].append({"shape": "s", "candidate": "groups=B", "seconds": 1.0, "seconds_median": 1.6})
+    assert report._baseline_reason(lucky, lucky["item"]) == (
+        "auto's median round (1.55 s) is below groups=B's (1.60 s), whose median lies 60% above its best round"
+    )
+    lucky["backends"]["torch"]["rows"].append({"shape": "s", "candidate": "shift", "seconds": 1.0, "seconds_median": 1.5})
+    assert report._engine_reason(lucky, lucky["item"]) == (
+        "auto runs shift itself: the same code path, auto's own rounds spread 3%; median rounds 1.55 s against 1.50 s"
+    )
 
 
 def test_a_slow_backward_ratio_is_explained_only_when_auto_still_wins_the_backward() -> None:
