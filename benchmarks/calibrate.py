@@ -603,7 +603,7 @@ def _table(name: str, coefficients: Coefficients) -> list[str]:
         for backend, methods in backends.items():
             lines.append(f'        "{backend}": {{')
             for method, values in methods.items():
-                lines.append(f'            "{method}": ({", ".join(f"{v:.4g}" for v in stored_precision(values))}),')
+                lines.append(f'            "{method}": ({", ".join(f"{v:.4g}" for v in values)}),')  # as stored_precision rounds
             lines.append("        },")
         lines.append("    },")
     lines.append("}")

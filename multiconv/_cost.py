@@ -165,14 +165,23 @@ GROUPED_CALL_NDIM: Final = 3
 DEFAULT_PROFILE: Final = "GenuineIntel"
 
 
-def cpu_info(field: str) -> str:
-    """The first value of ``field`` in ``/proc/cpuinfo`` (``"vendor_id"``, ``"model name"``, ``"model"``), or ``""``."""
+def _cpuinfo() -> dict[str, str]:
+    """The first value of each field of ``/proc/cpuinfo`` (empty where it cannot be read)."""
     try:
         lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
-        return ""
-    pairs = (line.split(":", 1) for line in lines if ":" in line)
-    return next((value.strip() for key, value in pairs if key.strip() == field), "")
+        return {}
+    fields: dict[str, str] = {}
+    for line in lines:
+        key, colon, value = line.partition(":")
+        if colon:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_info(field: str) -> str:
+    """The first value of ``field`` in ``/proc/cpuinfo`` (``"vendor_id"``, ``"model name"``, ``"model"``), or ``""``."""
+    return _cpuinfo().get(field, "")
 
 
 def cpu_vendor() -> str:
@@ -182,7 +191,8 @@ def cpu_vendor() -> str:
 
 def cpu_model() -> str:
     """``<vendor>-family<F>-model<M>`` (``AuthenticAMD-family25-model17``), or ``""`` where ``/proc/cpuinfo`` does not say."""
-    vendor, family, model = cpu_vendor(), cpu_info("cpu family"), cpu_info("model")
+    fields = _cpuinfo()  # one read for the three fields
+    vendor, family, model = (fields.get(name, "") for name in ("vendor_id", "cpu family", "model"))
     return f"{vendor}-family{family}-model{model}" if vendor and family and model else ""
 
 
