@@ -487,7 +487,7 @@ def _mixed_inversions(backend: str, rows: list[dict[str, Any]], coefficients: di
     penalties = []
     for row, spec in _mixed_rows(rows):
         candidates = cost.tangent_candidates(backend, spec, coefficients)
-        options = [m for m in candidates if m in coefficients and cost.tangent_allowed(spec.method, m)]
+        options = [m for m in candidates if m in coefficients and cost.tangent_allowed(spec, m)]
         penalties.append(_misordered(backend, spec, coefficients, {m: row["mixed"]["times"][m] for m in options}))
     return np.array(penalties)
 

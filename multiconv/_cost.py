@@ -145,6 +145,14 @@ JAX_SHIFT_MAX_TAPS: Final = 32
 #: 22 cases, and ``auto``'s steps came within 10% of the fastest on 57 of 78 (geometric mean 1.19), against
 #: 67 (1.12) without them.
 JAX_UNMIXED: Final = frozenset({("loop", "matmul"), *((forward, "col2im") for forward in BACKEND_METHODS["jax"] if forward != "col2im")})
+#: Nor ``shift``'s derivatives of a depthwise convolution with several output channels per input
+#: channel from this many kernel taps on.  Its weight derivative sums every tap's product apart
+#: (one pass over the input and the gradient per tap), and the input's sums the channels' chains:
+#: on every stored profile's mixed steps of such shapes (1-D: 33, 65 and 129 taps, two outputs per
+#: channel; 2-D: 7x7), ``fft``'s derivatives (1-D) or ``matmul``'s (2-D) gave steps 1.5 to 14 times
+#: faster (16 samples, 1 -> 2 channels, L 16384, 65 taps: 2.1-4.1 ms against 9.2-40), while the
+#: forward ``shift`` stayed the fastest.  With one output per channel it was the fastest on some.
+JAX_SHIFT_MULTIPLIER_TAPS: Final = FFT_MIN_TAPS
 #: JAX's ``loop`` compiles one convolution per sample: beyond this batch it is not considered.
 JAX_LOOP_MAX_BATCH: Final = 256
 #: Nor for samples of fewer multiply-adds than this: each per-sample convolution costs XLA's CPU
@@ -422,9 +430,16 @@ def tangent_candidates(backend: str, spec: ConvSpec, methods: Iterable[str]) -> 
     return list(dict.fromkeys([spec.method, *_candidates(backend, spec, methods)]))
 
 
-def tangent_allowed(forward: str, method: str) -> bool:
-    """Whether :func:`choose_tangent` may take the derivatives of ``forward``'s forward through ``method`` (:data:`JAX_UNMIXED`)."""
-    return (forward, method) not in JAX_UNMIXED
+def tangent_allowed(spec: ConvSpec, method: str) -> bool:
+    """Whether :func:`choose_tangent` may take the derivatives of ``spec.method``'s forward through ``method``.
+
+    Not the pairs of :data:`JAX_UNMIXED`, nor ``shift``'s derivatives of a depthwise
+    ``spec`` with a channel multiplier and :data:`JAX_SHIFT_MULTIPLIER_TAPS` taps or more.
+    """
+    if (spec.method, method) in JAX_UNMIXED:
+        return False
+    multiplied = spec.group_in_channels == 1 and spec.group_out_channels > 1
+    return not (method == "shift" and multiplied and math.prod(spec.kernel) >= JAX_SHIFT_MULTIPLIER_TAPS)
 
 
 def pick_tangent(backend: str, spec: ConvSpec, coefficients: Mapping[str, tuple[float, ...]]) -> str:
@@ -434,7 +449,7 @@ def pick_tangent(backend: str, spec: ConvSpec, coefficients: Mapping[str, tuple[
     follow ``spec.method``'s forward (``spec.method`` itself where none is: a forward engine
     timed since the steps were, until they are timed again).
     """
-    options = [m for m in tangent_candidates(backend, spec, coefficients) if m in coefficients and tangent_allowed(spec.method, m)]
+    options = [m for m in tangent_candidates(backend, spec, coefficients) if m in coefficients and tangent_allowed(spec, m)]
     return min(options, key=lambda m: modelled(coefficients[m], backend, spec, m)) if options else spec.method
 
 

@@ -467,10 +467,6 @@ def test_calibrate_times_the_steps_jax_auto_may_train_with() -> None:
     assert all(0 < t < math.inf for t in row["mixed"]["times"].values()), row["mixed"]
 
 
-#: Profiles whose JAX steps, as ``auto`` runs them, may come to more than 1.1 times the fastest (geometric mean; see below).
-MIXED_STEP_BOUNDS: Final = {"AuthenticAMD-family25-model17": 1.13}
-
-
 @pytest.mark.usefixtures("fresh_profile")
 @pytest.mark.parametrize("profile", [p for p, timed in _calibration.TRAINING_COEFFICIENTS.items() if "jax" in timed])
 def test_jax_trains_the_benchmark_shapes_with_the_fastest_timed_derivatives(profile: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -490,14 +486,12 @@ def test_jax_trains_the_benchmark_shapes_with_the_fastest_timed_derivatives(prof
     After the depthwise ``shift`` derivatives got faster (the picked steps 0.89 of those before,
     geometric mean) and ``calibrate.fit`` ranked its fits by these steps, 1.089; after ``col2im``
     copied the leading dims' windows in 2-D and 3-D (re-timed; the fits ranked by their picks too), 1.072.
-    The Zen 4 EPYC's profile (``AuthenticAMD-family25-model17``, 2026-12-06) is held to
-    :data:`MIXED_STEP_BOUNDS`' 1.13: its fit of ``shift``'s steps (``elementwise`` 7.1e-11 s
-    against the first AMD profile's 2.6e-10) takes ``shift``'s derivatives after a depthwise
-    ``shift`` forward of 33 to 129 taps where ``fft``'s step was 1.9 to 4.5 times faster
-    (two output channels per input channel, or 129 taps), which the other profiles' fits do
-    not: its mean is 1.122, 1.087 against the fastest step ``auto`` may take
-    (:data:`multiconv._cost.JAX_UNMIXED` bars ``col2im``'s derivatives, the fastest on five
-    small cases).
+    The Zen 4 EPYC's profile (``AuthenticAMD-family25-model17``, 2026-12-06) came to 1.122
+    (held to 1.13 then): its fit took ``shift``'s derivatives after a depthwise ``shift``
+    forward of 33 to 129 taps with two outputs per channel, where ``fft``'s step was 1.9 to
+    4.5 times faster.  With those derivatives ruled out
+    (:data:`multiconv._cost.JAX_SHIFT_MULTIPLIER_TAPS`) and every profile refitted
+    (2026-12-07): Intel 1.080, the first AMD 1.088, Zen 4 1.065, Zen 3 1.062.
     """
     calibrate = calibrate_script()
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
@@ -514,7 +508,7 @@ def test_jax_trains_the_benchmark_shapes_with_the_fastest_timed_derivatives(prof
         if not row["name"].startswith("grid") and ratio > calibrate.BENCHMARK_SLACK and steps[picked] - steps[fastest] > 10e-6:
             slow[row["name"]] = (picked, fastest, ratio)
     assert not slow, slow
-    assert math.exp(np.mean([math.log(ratio) for _, _, ratio in picks])) <= MIXED_STEP_BOUNDS.get(profile, 1.1)
+    assert math.exp(np.mean([math.log(ratio) for _, _, ratio in picks])) <= 1.1
 
 
 def test_calibrate_merges_what_it_re_times_into_the_stored_rows(tmp_path: Path) -> None:
@@ -581,6 +575,10 @@ def _near_the_fastest_timed(backend: str, spec: _spec.ConvSpec, stored: dict[str
     return any(_cost.group_loop_risk(backend, spec, m, loops=loops) for m in times) and times[picked] <= 1.25 * fastest
 
 
+#: Benchmark shapes whose forward picks may exceed 1.1x the fastest timed engine, and by how much (see below).
+FORWARD_TIES: Final = {("AuthenticAMD-family25-model1", "jax", "many"): 1.16}
+
+
 @pytest.mark.usefixtures("fresh_profile")
 @pytest.mark.parametrize(("profile", "backend"), [(p, b) for p, tables in _calibration.COEFFICIENTS.items() for b in tables])
 def test_auto_runs_the_benchmark_shapes_within_10_percent_of_the_fastest_timed_engine(
@@ -592,7 +590,12 @@ def test_auto_runs_the_benchmark_shapes_within_10_percent_of_the_fastest_timed_e
     (``calibrate.stored_precision``): on the Zen 4 EPYC's NumPy timings the unrounded fit
     picked ``matmul`` for the depthwise shape, the stored one ``shift``, 1.23x slower in the
     benchmark.  Where PyTorch's loop over the groups is charged
-    (:func:`multiconv._cost.group_loop_risk`), up to 1.25x.
+    (:func:`multiconv._cost.group_loop_risk`), up to 1.25x.  One shape is held to
+    :data:`FORWARD_TIES` instead: on the Zen 3 EPYC (``AuthenticAMD-family25-model1``,
+    2026-12-07) no candidate fit of JAX's timings picked within 1.1x on ``many``, where
+    ``col2im`` was timed at 6.82 and 7.16 ms against ``loop``'s 4.96 and 6.20 (best of 3
+    rounds, twice); timed in 15 interleaved rounds in one process, the two tied (medians 6.08
+    and 6.10 ms, best 5.69 and 5.83).
     """
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
     calibrate = calibrate_script()
@@ -603,7 +606,9 @@ def test_auto_runs_the_benchmark_shapes_within_10_percent_of_the_fastest_timed_e
         spec = calibrate._spec(row)
         runs = calibrate.charged_pick(backend, row, coefficients, training=False)
         assert runs == _cost.choose(backend, spec, tuple(coefficients))  # what auto runs
-        assert _near_the_fastest_timed(backend, spec, row["times"], runs, loops=1), (row["name"], runs, row["times"])
+        tie = FORWARD_TIES.get((profile, backend, row["name"]))
+        near = _near_the_fastest_timed(backend, spec, row["times"], runs, loops=1)
+        assert near or (tie is not None and row["times"][runs] <= tie * min(row["times"].values())), (row["name"], runs, row["times"])
 
 
 @pytest.mark.usefixtures("fresh_profile")
@@ -743,7 +748,7 @@ def test_timed_jax_steps_choose_the_engine_jax_differentiates_through(monkeypatc
     assert _cost.choose_tangent("jax", forward) == "matmul"  # fft is cheaper but not eligible for 3 taps
     assert _cost.choose_tangent("jax", dataclasses.replace(spec, method="matmul")) is None  # the forward's own
     loop = dataclasses.replace(spec, method="loop")
-    assert not _cost.tangent_allowed("loop", "matmul")
+    assert not _cost.tangent_allowed(loop, "matmul")
     assert _cost.choose_tangent("jax", loop) is None  # matmul's derivatives never follow loop's forward (JAX_UNMIXED)
     monkeypatch.setitem(_calibration.TRAINING_COEFFICIENTS, profile, {"jax": fixed(matmul=0.5, shift=0.7)})
     assert _cost.choose_tangent("jax", loop) == "shift"
@@ -751,6 +756,13 @@ def test_timed_jax_steps_choose_the_engine_jax_differentiates_through(monkeypatc
     monkeypatch.setitem(_calibration.TRAINING_COEFFICIENTS, profile, {"jax": fixed(vmap=0.1, loop=0.2)})
     assert _cost.choose_tangent("jax", forward) == "loop"  # vmap: never on a CPU
     assert _cost.choose_tangent("jax", forward, accelerator=True) is None
+    # depthwise with two outputs per channel: shift's derivatives from 32 taps on (JAX_SHIFT_MULTIPLIER_TAPS), fft's instead
+    monkeypatch.setitem(_calibration.TRAINING_COEFFICIENTS, profile, {"jax": fixed(shift=0.1, fft=0.5)})
+    for taps, og, tangent in ((32, 2, "fft"), (31, 2, None), (32, 1, None)):
+        multiplied = _api.plan(np.ones((4, 8, 512), np.float32), np.ones((4, 8 * og, 1, taps), np.float32), groups=8).spec
+        forward = dataclasses.replace(multiplied, method="shift")
+        assert _cost.tangent_allowed(forward, "shift") is (tangent is None)
+        assert _cost.choose_tangent("jax", forward) == tangent, (taps, og)
 
 
 @pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
