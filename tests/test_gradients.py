@@ -572,18 +572,13 @@ DEPTHWISE_CASES = {
     "many-positions-2d-stride-dilation": ConvCase(
         batch=2, groups=2, group_in=1, group_out=1, in_size=(40, 31), kernel=(3, 2), stride=(1, 2), dilation=(2, 1), padding=1
     ),
-    # dilated: the torch engine's input derivative is a convolution of the spread, padded gradient (its own padding cropped)
-    "complex-2d-dilation-stride-padding": ConvCase(
-        batch=2,
-        groups=2,
-        group_in=1,
-        group_out=2,
-        in_size=(9, 8),
-        kernel=(3, 2),
-        stride=(2, 1),
-        dilation=(2, 3),
-        padding=2,
-        dtype="complex128",
+    # dilated and unstrided in 2-D: the torch engine's input derivative is a convolution of the padded gradient (its padding cropped)
+    "complex-2d-dilation-padding": ConvCase(
+        batch=2, groups=2, group_in=1, group_out=2, in_size=(9, 8), kernel=(3, 2), dilation=(2, 3), padding=2, dtype="complex128"
+    ),
+    # dilated and strided in 1-D: that gradient spread by the stride first
+    "1d-dilation-stride-padding": ConvCase(
+        batch=2, groups=3, group_in=1, group_out=1, in_size=(17,), kernel=(4,), stride=2, dilation=3, padding=3
     ),
 }
 

@@ -215,7 +215,7 @@ class _Depthwise(torch.autograd.Function):
 def _depthwise_input_grad(g: torch.Tensor, w: torch.Tensor, spec: ConvSpec, padding: tuple[int, ...], groups: int) -> torch.Tensor:
     """:class:`_Depthwise`'s input derivative, folded: the transposed convolution of ``g`` with the weight.
 
-    Dilated, in 1-D or unstrided, as a convolution of ``g`` (spread by the stride, padded by
+    Dilated on a CPU, in 1-D or unstrided, as a convolution of ``g`` (spread by the stride, padded by
     the dilated kernel's extent) with the flipped weight: PyTorch's CPU transposed convolution
     takes a slow path when dilated (2 threads, Zen 3 EPYC, 64 samples of 32 channels, L 4096,
     65 taps, dilation 2: 966 ms against 91; stride 2 too, 518 against 96; 2-D, 16 samples of 1
@@ -227,7 +227,7 @@ def _depthwise_input_grad(g: torch.Tensor, w: torch.Tensor, spec: ConvSpec, padd
     """
     skipped = uncovered(spec)  # the transposed convolution's size leaves out what the last stride step skipped
     batch, spatial = w.shape[0], tuple(range(2, 2 + spec.ndim))
-    dilated = any(d > 1 for d in spec.dilation)
+    dilated = any(d > 1 for d in spec.dilation) and g.device.type == "cpu"  # measured on CPUs only
     if not dilated or (spec.ndim > 1 and any(s > 1 for s in spec.stride)):
         folded_w = w.reshape(batch * spec.out_channels, *w.shape[2:])
         return _CONV_TRANSPOSE[spec.ndim](_fold(g), folded_w, None, spec.stride, padding, skipped, groups, spec.dilation)
