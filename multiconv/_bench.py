@@ -55,7 +55,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 import multiconv
 from multiconv._api import plan
-from multiconv._cost import GROUP_LOOP_SECONDS, cpu_info, cpu_model, cpu_profile
+from multiconv._cost import GROUP_LOOP_SECONDS, cpu_model, cpu_name, cpu_profile
 from multiconv._dispatch import BACKENDS, installed, load
 from multiconv.testing import reference_conv, reference_conv_vjp
 
@@ -747,10 +747,6 @@ def framework(name: str) -> Framework:
 ALLOCATOR_ENV: Final = {"MALLOC_MMAP_THRESHOLD_": str(256 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(512 * 2**20)}
 
 
-def _cpu_model() -> str:
-    return cpu_info("model name") or platform.processor() or platform.machine()
-
-
 def _load_average() -> list[float] | None:
     """1, 5 and 15 minute load averages, where the platform has them."""
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -764,7 +760,7 @@ def machine_info(framework: Framework | None = None) -> dict[str, Any]:
     affinity = getattr(os, "sched_getaffinity", None)
     info: dict[str, Any] = {
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "cpu_model": cpu_model(),  # vendor, family and model: which calibration auto would use, if measured
         "cpu_count": os.cpu_count(),
         "cpu_profile": cpu_profile(),  # the calibration method="auto" used

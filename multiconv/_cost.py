@@ -100,6 +100,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -195,6 +196,11 @@ def cpu_info(field: str) -> str:
 def cpu_vendor() -> str:
     """The CPU vendor (``GenuineIntel``, ``AuthenticAMD``), or ``""`` where ``/proc/cpuinfo`` does not say."""
     return cpu_info("vendor_id")
+
+
+def cpu_name() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo``'s ``model name``, else what :mod:`platform` says)."""
+    return cpu_info("model name") or platform.processor() or platform.machine()
 
 
 def cpu_model() -> str:

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from support import BACKENDS
 
-from multiconv import _bench
+from multiconv import _bench, _cost
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -243,14 +243,15 @@ def test_machine_info_without_a_framework() -> None:
     assert "framework" not in info
 
 
-def test_cpu_model_without_proc_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpu_name_without_proc_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> None:
     def unreadable(*args: Any, **kwargs: Any) -> str:
         raise OSError
 
     monkeypatch.setattr(pathlib.Path, "read_text", unreadable)
     monkeypatch.setattr(platform, "processor", lambda: "")
     monkeypatch.setattr(platform, "machine", lambda: "riscv64")
-    assert _bench._cpu_model() == "riscv64"
+    assert _cost.cpu_name() == "riscv64"
+    assert _bench.machine_info()["cpu"] == "riscv64"
 
 
 def test_load_average_where_the_platform_has_none(monkeypatch: pytest.MonkeyPatch) -> None:
