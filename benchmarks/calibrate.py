@@ -15,8 +15,9 @@ benchmark's shapes, weighted up, plus a seeded random grid of 1-D and 2-D
 convolutions: dense, grouped and depthwise; kernels of 1 to 257 taps; strides,
 dilations; float32, float64, complex64).  Every engine is timed (JAX under
 ``jax.jit``): after a warm-up call (which compiles), the best of three blocks of
-calls lasting at least 30 ms each (each after an untimed call, since 2026-12-06), the engines of a case taking turns in a rotating
-order; an engine whose first timed call takes over ``--cap`` seconds is timed by that
+calls lasting at least 30 ms each (each after an untimed call, since 2026-12-06; seven blocks
+on the benchmark's shapes, since 2026-12-07: :data:`BENCHMARK_ROUNDS`), the engines of a case
+taking turns in a rotating order; an engine whose first timed call takes over ``--cap`` seconds is timed by that
 one call.  With ``--training`` the timed call is a training step instead, as the
 benchmark's training rows time it: the output and the gradients for ``x`` and ``w``
 (PyTorch autograd; ``jax.vjp`` under ``jax.jit``).  With ``--training --mixed`` (JAX), the
@@ -80,6 +81,12 @@ BENCHMARK_WEIGHT = 10.0
 REWEIGHT_ROUNDS = 15
 #: :func:`fit` prefers fits that pick within this ratio of the fastest engine on every benchmark shape.
 BENCHMARK_SLACK = 1.1
+
+#: Interleaved timing rounds per case (:func:`_times`): a grid case, and a benchmark shape, whose
+#: picks the benchmark checks.  On the Zen 3 EPYC (2026-12-07) best-of-3 rounds timed JAX's
+#: ``col2im`` on the dense64 shape at 22.6 ms, then 26.1 on a re-time, against ``loop``'s 27.1;
+#: the benchmark ran them at 18.2 and 28.0 ms.
+GRID_ROUNDS, BENCHMARK_ROUNDS = 3, 7
 #: Engines that :func:`fit` may fit with one shared ``gemm`` coefficient (the same batched matmul).
 SHARED_GEMM = ("shift", "matmul")
 #: The backends whose training steps ``--training`` times.
@@ -205,7 +212,7 @@ def _block(fn: Any, x: Any, w: Any) -> float:
     return elapsed / calls
 
 
-def _times(runners: dict[str, Any], x: Any, w: Any, cap: float, rounds: int = 3) -> dict[str, float]:
+def _times(runners: dict[str, Any], x: Any, w: Any, cap: float, rounds: int = GRID_ROUNDS) -> dict[str, float]:
     """The best block of each engine over interleaved rounds (the order rotates every round).
 
     Engines are timed in turn rather than one after the other: the first engine timed after
@@ -267,7 +274,7 @@ def measure(
             runners = {method: _training_runner(framework, case, method, x, w) for method in usable}
         else:
             runners = {method: _runner(framework, case, method) for method in methods}
-        times = _times(runners, x, w, cap)
+        times = _times(runners, x, w, cap, BENCHMARK_ROUNDS if _is_benchmark(case) else GRID_ROUNDS)
         timed = {"mixed": {"forward": forward.method, "times": times}} if mixed else {"times": times}
         rows.append({**case, "spec": dataclasses.asdict(spec), **timed})
         best = min(times, key=times.__getitem__, default=None)  # None: no engine to time (--methods, training)
@@ -361,9 +368,14 @@ def stored_precision(values: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(float(f"{c:.4g}") for c in values)
 
 
+def _is_benchmark(case: dict[str, Any]) -> bool:
+    """Whether ``case`` is one of the benchmark's shapes (the others are the random grid's)."""
+    return not case["name"].startswith("grid")
+
+
 def _case_weights(rows: list[dict[str, Any]]) -> np.ndarray:
     """The benchmark's shapes count :data:`BENCHMARK_WEIGHT` times a grid case."""
-    return np.array([1.0 if row["name"].startswith("grid") else BENCHMARK_WEIGHT for row in rows])
+    return np.array([BENCHMARK_WEIGHT if _is_benchmark(row) else 1.0 for row in rows])
 
 
 def regrets(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tuple[float, ...]]) -> list[tuple[str, str, float]]:
@@ -476,7 +488,7 @@ def _rank(
         penalties = _inversions(backend, rows, coefficients)
     subset = [rows[i] for i in chosen]
     weights = _case_weights(subset)
-    benchmark = np.array([not row["name"].startswith("grid") for row in subset])
+    benchmark = np.array([_is_benchmark(row) for row in subset])
     worst = float(ratios[benchmark].max(initial=1.0))
     return worst > BENCHMARK_SLACK, float(np.sum(weights * (penalties + np.log(ratios))) / np.sum(weights))
 
@@ -513,7 +525,7 @@ def report(backend: str, rows: list[dict[str, Any]], coefficients: dict[str, tup
     for row, (picked, best, ratio) in zip(rows, regrets(backend, rows, coefficients), strict=True):
         ratios.append(ratio)
         runs = charged_pick(backend, row, coefficients, training="training" in label)
-        if not row["name"].startswith("grid") or ratio > 1.25 or runs != picked:
+        if _is_benchmark(row) or ratio > 1.25 or runs != picked:
             picked_ms, best_ms = row["times"][picked] * 1e3, row["times"][best] * 1e3
             line = f"  {row['name']:>10}: picks {picked:8} ({picked_ms:9.3f} ms), fastest {best:8} ({best_ms:9.3f} ms), ratio {ratio:.2f}"
             print(line if runs == picked else f"{line}; auto runs {runs} ({row['times'][runs] * 1e3:.3f} ms: group loop charged)")
@@ -553,7 +565,7 @@ def report_mixed(backend: str, rows: list[dict[str, Any]], coefficients: dict[st
     ratios = []
     for row, (picked, best, ratio) in zip(mixed, mixed_picks(backend, rows, coefficients), strict=True):
         ratios.append(ratio)
-        if not row["name"].startswith("grid") or ratio > 1.25:
+        if _is_benchmark(row) or ratio > 1.25:
             forward, times = row["mixed"]["forward"], row["mixed"]["times"]
             print(
                 f"  {row['name']:>10}: {forward} + derivatives of {picked:6} ({times[picked] * 1e3:9.3f} ms), "
@@ -637,7 +649,7 @@ def _measuring_env() -> dict[str, str]:
 
 
 def _machine() -> dict[str, Any]:
-    cpu = importlib.import_module("multiconv._cost").cpu_info("model name") or platform.processor()
+    cost = importlib.import_module("multiconv._cost")
     versions = []
     for name in ("numpy", "torch", "jax"):
         try:
@@ -647,8 +659,8 @@ def _machine() -> dict[str, Any]:
     from threadpoolctl import threadpool_info  # noqa: PLC0415 (scans the loaded libraries: once, here)
 
     return {
-        "cpu": cpu,
-        "cpu_model": importlib.import_module("multiconv._cost").cpu_model(),  # vendor, family and model
+        "cpu": cost.cpu_name(),
+        "cpu_model": cost.cpu_model(),  # vendor, family and model
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "versions": ", ".join(versions),
