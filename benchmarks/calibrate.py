@@ -58,7 +58,6 @@ import argparse
 import dataclasses
 import datetime
 import importlib
-import itertools
 import json
 import math
 import os
@@ -459,20 +458,21 @@ def fit(backend: str, rows: list[dict[str, Any]]) -> dict[str, tuple[float, ...]
     methods = timed_engines(rows)
     benchmark = np.array([_is_benchmark(row) for row in rows])
     kept, kept_rank = None, (True, math.inf)
-    for escalation, shared in itertools.product((1.0, BENCHMARK_ESCALATION), (False, True)):
+    for escalation in (1.0, BENCHMARK_ESCALATION):
         if escalation > 1 and not kept_rank[0]:
             break  # a fit picks within the slack on every benchmark shape: the benchmark's weight stays
-        boost = np.ones((len(rows), len(methods)))
-        boost[benchmark] *= escalation
-        for _ in range(REWEIGHT_ROUNDS):
-            coefficients = _fit_engines(backend, rows, boost, shared=shared)
-            picks = regrets(backend, rows, coefficients)
-            rank = _rank(backend, rows, coefficients, picks)
-            if kept is None or rank < kept_rank:
-                kept, kept_rank = coefficients, rank
-            for number, (picked, best, ratio) in enumerate(picks):
-                boost[number, methods.index(picked)] *= math.sqrt(ratio)
-                boost[number, methods.index(best)] *= math.sqrt(ratio)
+        for shared in (False, True):
+            boost = np.ones((len(rows), len(methods)))
+            boost[benchmark] *= escalation
+            for _ in range(REWEIGHT_ROUNDS):
+                coefficients = _fit_engines(backend, rows, boost, shared=shared)
+                picks = regrets(backend, rows, coefficients)
+                rank = _rank(backend, rows, coefficients, picks)
+                if kept is None or rank < kept_rank:
+                    kept, kept_rank = coefficients, rank
+                for number, (picked, best, ratio) in enumerate(picks):
+                    boost[number, methods.index(picked)] *= math.sqrt(ratio)
+                    boost[number, methods.index(best)] *= math.sqrt(ratio)
     assert kept is not None  # noqa: S101 (REWEIGHT_ROUNDS >= 1)
     return kept
 
