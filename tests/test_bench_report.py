@@ -142,6 +142,29 @@ def test_reasons_name_the_same_algorithm_the_noise_or_the_fft_rule() -> None:
     )
 
 
+def test_auto_behind_the_best_engine_by_noise_alone_says_its_own_engine_kept_up() -> None:
+    """JAX's README shape: ``auto`` ran ``shift`` (19.8 us) while ``shift``'s own row took 14.0 and ``col2im`` 13.8."""
+    report = report_module()
+    data = _data(19.8, 15.4, median=32.5, method="shift", best_engine="col2im")
+    rows = data["backends"]["torch"]["rows"]
+    rows += [{"shape": "s", "candidate": "col2im", "seconds": 13.8}, {"shape": "s", "candidate": "shift", "seconds": 14.0}]
+    assert report._engine_reason(data, data["item"]) == (
+        "auto runs shift, whose own row (14.00 s) is within 10% of col2im (13.80 s): auto and the engine it runs are "
+        "apart by noise, auto's own rounds spread 64%"
+    )
+    rows[-1]["seconds"] = 15.5  # the engine itself slower than the 10% slack: the cost model's choice is at stake
+    assert report._engine_reason(data, data["item"]) == "the cost model estimates shift below col2im"
+    rows[-1] = {"shape": "s", "candidate": "method=shift", "seconds": 14.0}  # JAX names an engine that shares a baseline's name so
+    assert report._engine_reason(data, data["item"]).startswith("auto runs shift, whose own row (14.00 s)")
+
+
+def test_torch_matmul_and_the_windowed_baselines_are_one_algorithm() -> None:
+    report = report_module()
+    data = _data(1.11, 1.0, median=1.2, method="matmul", best_engine="matmul")
+    data["item"]["best_baseline"] = "einsum-windows"
+    assert report._baseline_reason(data, data["item"]).startswith("same algorithm (matmul is einsum-windows): 11% apart")
+
+
 def test_a_slow_backward_ratio_is_explained_only_when_auto_still_wins_the_backward() -> None:
     report = report_module()
 
