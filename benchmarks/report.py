@@ -55,6 +55,9 @@ def _mark(ok: bool | None) -> str:
 #: A run whose mmap threshold is at least this kept its buffers in the heap (a "warm" allocator).
 WARM_HEAP = 256 * 2**20
 
+#: How a reason names a backend's framework.
+_FRAMEWORK_NAMES = {"torch": "PyTorch", "jax": "JAX", "numpy": "NumPy"}
+
 #: The target's slack for ``auto`` against the best multiconv engine (within 10%).
 AUTO_ENGINE_SLACK = 0.1
 
@@ -183,10 +186,17 @@ def _backward_reason(data: dict[str, Any], item: dict[str, Any]) -> str:
     if own > backwards[name]:
         return ""
     ratio = backwards[name] / forward[name]["seconds"]
-    return (
+    reason = (
         f"auto's backward alone ({_time(own)}) is faster than every baseline's (best {name} {_time(backwards[name])}, "
         f"{ratio:.1f}x its forward); the ratio is high because auto's forward is {_time(item['auto_forward_seconds'])}"
     )
+    floor = item.get("autodiff_floor_seconds")
+    if floor:  # runs since 2026-12-07 time the framework's own step of x * 2 in the training rounds
+        reason += (
+            f"; {_FRAMEWORK_NAMES.get(item['backend'], item['backend'])}'s own training step of one multiplication "
+            f"(x * 2) took {_time(floor)} in the same rounds, {floor / item['auto_forward_seconds']:.1f}x auto's forward"
+        )
+    return reason
 
 
 def targets(data: dict[str, Any]) -> list[list[str]]:
@@ -401,6 +411,12 @@ def render(data: dict[str, Any], plot: str = "../benchmarks/results.png", notes:
             "`2 * MACs / time`; %GEMM compares it with the framework's own float32 1024x1024 matmul, timed in the same "
             "rounds. JAX candidates (multiconv and baselines alike) run under `jax.jit`. Peak memory: tracemalloc "
             "(NumPy), the profiler's allocation events (PyTorch), XLA's memory analysis (JAX)."
+            + (
+                " The training rounds also time each framework's own training step of `x * 2` on the shape's input "
+                "(what differentiating one operation costs; the backward target's reasons quote it)."
+                if any(s.get("autodiff_floor_seconds") for r in data["backends"].values() for s in r["shapes"])
+                else ""
+            )
         ),
         _allocator_line(first),
         (

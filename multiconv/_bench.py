@@ -509,6 +509,9 @@ class Framework:
     compile: Callable[[Callable[[Any, Any], Any]], Callable[[Any, Any], Any]] = _as_is
     #: ``trainable(x)``: ``x`` as a training step passes it (a PyTorch leaf that requires grad), for ``auto``'s training plan.
     trainable: Callable[[Any], Any] = _as_is
+    #: ``autodiff_floor(x)``: a thunk running the framework's own training step of ``x * 2`` (the output and the
+    #: gradient of ``x``), as :attr:`train` wraps a candidate: what differentiating one operation of this input costs.
+    autodiff_floor: Callable[[Any], Callable[[], Any]] | None = None
     #: Whether multiconv's engines run threads of their own beside the framework's pool (NumPy's chunks run side
     #: by side beside OpenBLAS's workers: :mod:`multiconv._threads`): its blocks then wait out :attr:`Settings.settle_seconds`.
     own_threads: bool = False
@@ -626,11 +629,24 @@ def _torch_framework() -> Framework:
         candidates=_torch_candidates,
         train=train,
         trainable=trainable,
+        autodiff_floor=_torch_autodiff_floor,
         gemm=torch.matmul,
         peak_memory=peak_memory,
         dtype_context=_no_context,
         details=details,
     )
+
+
+def _torch_autodiff_floor(x: Any) -> Callable[[], Any]:
+    """:attr:`Framework.autodiff_floor` for PyTorch: a step as :attr:`Framework.train` runs one, of ``x * 2``."""
+    import torch  # noqa: PLC0415
+
+    def step() -> Any:
+        leaf = x.detach().requires_grad_()
+        y = leaf * 2
+        return (y.detach(), *torch.autograd.grad(y, (leaf,), x))
+
+    return step
 
 
 def _torch_profiler_peak(fn: Callable[[Any, Any], Any], x: Any, w: Any) -> tuple[int | None, str]:
@@ -693,6 +709,15 @@ def _jax_framework() -> Framework:
         compiled = jax.jit(step)
         return lambda x, w: compiled(x, w, cotangent)
 
+    def floor_step(x: Any, g: Any) -> Any:
+        y, pullback = jax.vjp(lambda a: a * 2, x)
+        return (y, *pullback(g))
+
+    floor_compiled = jax.jit(floor_step)
+
+    def autodiff_floor(x: Any) -> Callable[[], Any]:
+        return lambda: floor_compiled(x, x)
+
     return Framework(
         name="jax",
         version=jax.__version__,
@@ -702,6 +727,7 @@ def _jax_framework() -> Framework:
         sync=jax.block_until_ready,
         candidates=_jax_candidates,
         train=train,
+        autodiff_floor=autodiff_floor,
         compile=jax.jit,
         gemm=gemm,
         peak_memory=peak_memory,
@@ -941,25 +967,32 @@ def _run_rounds(
     settings: Settings,
     tick: Callable[[str], None],
     label: str,
-) -> tuple[list[float], int]:
-    """Interleaved rounds: every ready candidate and the GEMM once per round; returns the GEMM's samples and FLOP."""
+    floor: Callable[[], Any] | None = None,
+) -> tuple[list[float], int, list[float]]:
+    """Interleaved rounds: every ready candidate, the GEMM and ``floor`` (if any) once per round.
+
+    Returns the GEMM's samples and FLOP, and ``floor``'s samples.
+    """
     gemm, gemm_flop = _gemm_thunk(fw, settings.gemm_size)
     settle = settings.settle_seconds if fw.own_threads else 0.0
-    fw.sync(gemm())
-    gemm_calls = _calls_per_block(gemm, fw.sync, _time_block(gemm, fw.sync, 1), settings)
-    gemm_samples: list[float] = []
+    references: dict[str, tuple[Callable[[], Any], int, list[float]]] = {}
+    for name, thunk in (("gemm", gemm), ("floor", floor)):
+        if thunk is not None:
+            fw.sync(thunk())
+            references[name] = (thunk, _calls_per_block(thunk, fw.sync, _time_block(thunk, fw.sync, 1), settings), [])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported once by the check already
         shuffler = random.Random(0)  # noqa: S311 (an order, not a secret)
         for round_ in range(settings.rounds):
             # A fresh (seeded) order every round: no candidate always runs first, or always right
             # after the GEMM, whose AVX-512 load can slow the next few milliseconds down.
-            order: list[_Trial | None] = [*ready, None]
+            order: list[_Trial | str] = [*ready, *references]
             shuffler.shuffle(order)
             for trial in order:
-                if trial is None:
-                    _settle(gemm, fw.sync, settle)
-                    gemm_samples.append(_time_block(gemm, fw.sync, gemm_calls))
+                if isinstance(trial, str):
+                    thunk, calls, samples = references[trial]
+                    _settle(thunk, fw.sync, settle)
+                    samples.append(_time_block(thunk, fw.sync, calls))
                     continue
                 tick(f"{label} {trial.candidate.name} (round {round_ + 1}/{settings.rounds})")
                 fn = trial.candidate.fn
@@ -971,7 +1004,7 @@ def _run_rounds(
                     trial.samples.append(_time_block(call, fw.sync, trial.calls))
                 except Exception as error:  # noqa: BLE001  (one failing candidate must not stop the benchmark)
                     trial.status, trial.note = "error", _short(error)
-    return gemm_samples, gemm_flop
+    return references["gemm"][2], gemm_flop, references["floor"][2] if floor is not None else []
 
 
 def _row(trial: _Trial, case: Case, geo: Geometry, auto_method: str, gemm_gflops: float | None) -> dict[str, Any]:
@@ -1018,7 +1051,9 @@ def _measure_case(
     auto_method = plan(x, w, **case.conv_kwargs).spec.method
     label = f"{fw.name} {case.name}"
 
-    def measure(trials: list[_Trial], ref: np.ndarray | tuple[np.ndarray, ...], label: str) -> tuple[list[float], int]:
+    def measure(
+        trials: list[_Trial], ref: np.ndarray | tuple[np.ndarray, ...], label: str, floor: Callable[[], Any] | None = None
+    ) -> tuple[list[float], int, list[float]]:
         for trial in trials:
             tick(f"{label} {trial.candidate.name} (check)")
             _prepare(trial, fw, x=x, w=w, ref=ref, case=case, settings=settings)
@@ -1026,12 +1061,13 @@ def _measure_case(
         for trial in trials:
             for _ in range(settings.rounds if trial not in ready else 0):
                 tick(f"{label} {trial.candidate.name} ({trial.status})")
-        return _run_rounds(fw, ready, x, w, settings=settings, tick=tick, label=label)
+        return _run_rounds(fw, ready, x, w, settings=settings, tick=tick, label=label, floor=floor)
 
     trials = [_Trial(c) for c in candidates]
-    gemm_samples, gemm_flop = measure(trials, ref, label)
+    gemm_samples, gemm_flop, _ = measure(trials, ref, label)
     gemm_gflops = gemm_flop / min(gemm_samples) / 1e9 if gemm_samples else None
     training_rows, train_method, derivatives = [], None, None
+    floor_samples: list[float] = []
     if fw.train is not None:
         # What auto trains with: PyTorch plans a call autograd records apart (its training model), and
         # JAX differentiates auto through the engine of spec.tangent_method where that is not the forward's.
@@ -1042,7 +1078,8 @@ def _measure_case(
         grad_x, grad_w, _ = reference_conv_vjp(x_np, w_np, grad_y=g_np, **case.conv_kwargs)
         cotangent, train = fw.convert(g_np), fw.train
         training = [_Trial(dataclasses.replace(c, fn=None if c.fn is None else train(c.fn, cotangent))) for c in candidates]
-        measure(training, (ref, grad_x, grad_w), f"{label} training")
+        floor = fw.autodiff_floor(x) if fw.autodiff_floor is not None else None
+        _, _, floor_samples = measure(training, (ref, grad_x, grad_w), f"{label} training", floor)
         # %GEMM of a training step counts the three convolutions' worth of work it does.
         training_rows = [_row(t, case, geo, train_method, gemm_gflops and gemm_gflops / 3) for t in training]
     shape_info = {
@@ -1061,6 +1098,9 @@ def _measure_case(
         "tolerance": TOLERANCES[case.dtype],
         "gemm_gflops": gemm_gflops,
         "gemm_seconds_rounds": gemm_samples,
+        # the framework's own training step of x * 2, timed in the training rounds (None without autodiff)
+        "autodiff_floor_seconds": min(floor_samples) if floor_samples else None,
+        "autodiff_floor_seconds_rounds": floor_samples,
     }
     return shape_info, [_row(trial, case, geo, auto_method, gemm_gflops) for trial in trials], training_rows
 
@@ -1127,7 +1167,11 @@ def run_backend(
         if case_training:
             training_rows += case_training
             # auto_derivatives: the engine auto's derivatives run through (JAX: not always its forward's)
-            extra = {"auto_forward_seconds": summary[-1]["auto_seconds"], "auto_derivatives": info["auto_derivatives"]}
+            extra = {
+                "auto_forward_seconds": summary[-1]["auto_seconds"],
+                "auto_derivatives": info["auto_derivatives"],
+                "autodiff_floor_seconds": info["autodiff_floor_seconds"],
+            }
             training_summary.append(_summary(case_training) | extra)
     if progress is not None:
         progress(total, total, f"{name} done")

@@ -116,7 +116,12 @@ def _check_training(name: str, result: dict[str, Any]) -> None:
     if name == "numpy":
         assert training == []
         assert result["training_summary"] == []
+        assert {(s["autodiff_floor_seconds"], len(s["autodiff_floor_seconds_rounds"])) for s in result["shapes"]} == {(None, 0)}
         return
+    rounds = result["settings"]["rounds"]
+    for shape in result["shapes"]:  # the framework's own step of x * 2, timed once per training round
+        assert len(shape["autodiff_floor_seconds_rounds"]) == rounds
+        assert shape["autodiff_floor_seconds"] == min(shape["autodiff_floor_seconds_rounds"]) > 0
     assert [(r["shape"], r["candidate"]) for r in training] == [(r["shape"], r["candidate"]) for r in result["rows"]]
     tolerance = {s["name"]: s["tolerance"] for s in result["shapes"]}
     for row in training:
@@ -128,6 +133,7 @@ def _check_training(name: str, result: dict[str, Any]) -> None:
     shapes = {s["name"]: s for s in result["shapes"]}
     for summary in result["training_summary"]:
         assert summary["auto_forward_seconds"] == forward[summary["shape"]]
+        assert summary["autodiff_floor_seconds"] == shapes[summary["shape"]]["autodiff_floor_seconds"]
         assert summary["best_baseline"] in BASELINES[name]
         # The engines auto trains with, as a training step plans them (not the inference plan).
         shape = shapes[summary["shape"]]
@@ -267,6 +273,17 @@ def test_a_training_step_computes_the_output_with_the_gradients(name: str) -> No
     assert len(got) == 3
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(fw.to_numpy(a), b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", [b for b in BACKENDS if b != "numpy"])
+def test_the_autodiff_floor_is_a_step_of_x_times_two(name: str) -> None:
+    """The framework's own training step of ``x * 2`` (the report's measure of what one differentiated operation costs)."""
+    fw = _bench.framework(name)
+    assert fw.autodiff_floor is not None
+    x_np = np.random.default_rng(4).standard_normal((3, 2, 9)).astype(np.float32)
+    y, dx = fw.autodiff_floor(fw.convert(x_np))()
+    np.testing.assert_array_equal(fw.to_numpy(y), 2 * x_np)
+    np.testing.assert_array_equal(fw.to_numpy(dx), 2 * x_np)  # the cotangent is x itself
 
 
 def test_settling_calls_last_their_time_and_run_at_least_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -76,6 +76,23 @@ def test_the_page_names_the_cpu_model_where_the_run_recorded_it() -> None:
         assert line.startswith(f"- Machine: {machine['cpu']} ({model}), " if model else f"- Machine: {machine['cpu']}, "), line
 
 
+def test_the_method_line_mentions_the_autodiff_floor_only_where_the_run_timed_it() -> None:
+    report = report_module()
+    data = json.loads(RECORDED[-1].read_text(encoding="utf-8"))
+    sentence = "also time each framework's own training step of `x * 2`"
+
+    def method(data: dict[str, Any]) -> str:
+        page: str = report.render(data)
+        return next(line for line in page.splitlines() if line.startswith("- Method: "))
+
+    for result in data["backends"].values():
+        for shape in result["shapes"]:
+            shape.pop("autodiff_floor_seconds", None)
+    assert sentence not in method(data)
+    next(iter(data["backends"]["torch"]["shapes"]))["autodiff_floor_seconds"] = 6.5e-05
+    assert sentence in method(data)
+
+
 def test_the_page_states_the_allocator_thresholds_the_run_had() -> None:
     report = report_module()
     machine = {"env": {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}}
@@ -189,6 +206,10 @@ def test_a_slow_backward_ratio_is_explained_only_when_auto_still_wins_the_backwa
     )
     slow = data(90e-6)  # backward 80 us: slower than unfold+bmm's, no excuse
     assert report._backward_reason(slow, slow["item"]) == ""
+    fast["item"]["autodiff_floor_seconds"] = 65e-6  # the run timed PyTorch's own step of x * 2: it says so
+    assert report._backward_reason(fast, fast["item"]).endswith(
+        "; PyTorch's own training step of one multiplication (x * 2) took 65.0 us in the same rounds, 6.5x auto's forward"
+    )
 
 
 def test_a_step_no_longer_than_the_forward_leaves_the_backward_target_unmeasured() -> None:
