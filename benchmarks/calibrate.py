@@ -215,8 +215,8 @@ def _block(fn: Any, x: Any, w: Any) -> float:
     return elapsed / calls
 
 
-def _times(runners: dict[str, Any], x: Any, w: Any, cap: float, rounds: int = GRID_ROUNDS) -> dict[str, float]:
-    """The best block of each engine over interleaved rounds (the order rotates every round).
+def _times(runners: dict[str, Any], x: Any, w: Any, cap: float, rounds: int) -> dict[str, float]:
+    """The best block of each engine over ``rounds`` interleaved rounds (the order rotates every round).
 
     Engines are timed in turn rather than one after the other: the first engine timed after
     another's large buffers ran up to 2.4x slower for several calls (allocator and caches),
