@@ -126,6 +126,53 @@ def test_jax_matmul_stacks_slices_and_differentiates_through_the_gathered_window
 
 @pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
 @pytest.mark.parametrize(
+    ("ndim", "stride", "dilation", "groups", "padding"), [(1, 1, 1, 1, 0), (1, 3, 2, 2, ((1, 3),)), (2, 2, 1, 3, "valid")]
+)
+def test_jax_loop_derivatives_are_convolutions_in_the_forward_layout(
+    ndim: int, stride: int, dilation: int, groups: int, padding: Any
+) -> None:
+    """``loop``'s pullback convolves in the forward's layouts (``NC*``, ``OI*``), never with swapped dimension numbers.
+
+    JAX's own transposition rules swap them, which XLA's CPU backend ran 10 to 30 times slower
+    than the forward (see ``multiconv.backends.jax._loop``).  Forward mode runs the transposes:
+    it must still agree with the reference.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from multiconv.testing import reference_conv, reference_conv_vjp
+
+    rng = np.random.default_rng(12)
+    x, w = rng.standard_normal((3, 6, *(11,) * ndim)), rng.standard_normal((3, 12, 6 // groups, *(3,) * ndim))
+    kwargs: dict[str, Any] = {"groups": groups, "stride": stride, "dilation": dilation, "padding": padding}
+
+    def conv(x: Any, w: Any) -> Any:
+        return multiconv.batch_conv(x, w, method="loop", **kwargs)
+
+    with jax.enable_x64(True):  # noqa: FBT003
+        y, pullback = jax.vjp(conv, jnp.asarray(x), jnp.asarray(w))
+        convs = [
+            eqn for inner in jaxprs(jax.make_jaxpr(pullback)(y).jaxpr) for eqn in inner.eqns if eqn.primitive.name == "conv_general_dilated"
+        ]
+        assert len(convs) == 2 * 3  # the input's and the weight's, per sample
+        forward_layout = tuple(range(2 + ndim))
+        for eqn in convs:
+            numbers = eqn.params["dimension_numbers"]
+            assert (tuple(numbers.lhs_spec), tuple(numbers.rhs_spec), tuple(numbers.out_spec)) == (forward_layout,) * 3, eqn
+            assert eqn.params["batch_group_count"] == 1
+        g = rng.standard_normal(y.shape)
+        for got, want in zip(pullback(jnp.asarray(g)), reference_conv_vjp(x, w, grad_y=g, **kwargs)[:2], strict=True):
+            assert want is not None
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-9)
+        tx, tw = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
+        _, tangent = jax.jvp(conv, (jnp.asarray(x), jnp.asarray(w)), (jnp.asarray(tx), jnp.asarray(tw)))
+        np.testing.assert_allclose(
+            np.asarray(tangent), reference_conv(tx, w, **kwargs) + reference_conv(x, tw, **kwargs), rtol=1e-9, atol=1e-9
+        )
+
+
+@pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
+@pytest.mark.parametrize(
     ("kernel", "stride", "dilation", "summed"),
     [
         ((3,), (1,), (1,), (3, (11,))),
