@@ -349,7 +349,7 @@ def depthwise_adjoints(spec: ConvSpec) -> DepthwiseAdjoints:
             **geometry,  # type: ignore[arg-type]
         )
 
-    reach = tuple((n - 1) * s + 1 for n, s in zip(spec.out_size, spec.stride, strict=True))  # dilated g's extent
+    reach = spec.spread_out_size  # dilated g's extent
     tails = uncovered(spec)
     dilate_pad = tuple((e - 1, e - 1 + t, s - 1) for e, t, s in zip(spec.effective_kernel, tails, spec.stride, strict=True))
     input_spec = plain(

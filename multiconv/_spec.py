@@ -161,6 +161,11 @@ class ConvSpec:
         return tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel, strict=True))
 
     @cached_property
+    def spread_out_size(self) -> tuple[int, ...]:
+        """Extent of the output spread by the stride, ``stride * (out - 1) + 1``, per spatial dim (the adjoints' ``g``)."""
+        return tuple(s * (n - 1) + 1 for s, n in zip(self.stride, self.out_size, strict=True))
+
+    @cached_property
     def padded_size(self) -> tuple[int, ...]:
         """Spatial size of the padded input."""
         return tuple(s + lo + hi for s, (lo, hi) in zip(self.in_size, self.padding, strict=True))

@@ -174,7 +174,7 @@ def _loop_adjoints(spec: ConvSpec) -> tuple[Engine, Engine]:
     spatial = _SPATIAL[-n:]
     numbers = (f"NC{spatial}", f"OI{spatial}", f"NC{spatial}")
     seen = tuple(size + lo + hi for size, (lo, hi) in zip(spec.in_size, spec.mode_padding, strict=True))  # x as the engine gets it
-    dilated_kernel, dilated_out = spec.effective_kernel, tuple((o - 1) * s + 1 for o, s in zip(spec.out_size, spec.stride, strict=True))
+    dilated_kernel, dilated_out = spec.effective_kernel, spec.spread_out_size
     dims = list(zip(seen, dilated_kernel, dilated_out, (lo for lo, _ in spec.zero_padding), strict=True))
     input_padding = [(k - lo - 1, size - out + lo) for size, k, out, lo in dims]  # before + after = size + k - 1 - out
     weight_padding = [(lo, out - size + k - lo - 1) for size, k, out, lo in dims]

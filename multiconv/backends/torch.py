@@ -231,7 +231,7 @@ def _depthwise_input_grad(g: torch.Tensor, w: torch.Tensor, spec: ConvSpec, padd
     if not dilated or (spec.ndim > 1 and any(s > 1 for s in spec.stride)):
         folded_w = w.reshape(batch * spec.out_channels, *w.shape[2:])
         return _CONV_TRANSPOSE[spec.ndim](_fold(g), folded_w, None, spec.stride, padding, skipped, groups, spec.dilation)
-    spread = _TorchOps.dilate(_fold(g), spec.stride, tuple((n - 1) * s + 1 for n, s in zip(g.shape[2:], spec.stride, strict=True)))
+    spread = _TorchOps.dilate(_fold(g), spec.stride, spec.spread_out_size)
     reach = tuple(e - 1 for e in spec.effective_kernel)  # the dilated kernel's extent beyond one tap
     padded = F.pad(spread, [side for e, t in zip(reversed(reach), reversed(skipped), strict=True) for side in (e, e + t)])
     flipped = torch.flip(w.reshape(groups, spec.group_out_channels, *w.shape[3:]), dims=spatial)
