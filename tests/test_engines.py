@@ -126,16 +126,25 @@ def test_jax_matmul_stacks_slices_and_differentiates_through_the_gathered_window
 
 @pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
 @pytest.mark.parametrize(
-    ("ndim", "stride", "dilation", "groups", "padding"), [(1, 1, 1, 1, 0), (1, 3, 2, 2, ((1, 3),)), (2, 2, 1, 3, "valid")]
+    ("ndim", "size", "kwargs", "weight_by_convolution"),
+    [
+        (1, 11, {"stride": 1, "dilation": 1, "groups": 1, "padding": 0}, True),
+        (1, 11, {"stride": 3, "dilation": 2, "groups": 2, "padding": ((1, 3),)}, False),  # strided: one product per tap
+        (2, 11, {"stride": 2, "dilation": 1, "groups": 3, "padding": "valid"}, False),
+        (2, 11, {"stride": 1, "dilation": 2, "groups": 1, "padding": 1}, False),  # 2-D, 81 output positions
+        (2, 35, {"stride": 1, "dilation": 1, "groups": 3, "padding": "valid"}, True),  # 33 x 33 > LOOP_WEIGHT_TAPS_MAX_POSITIONS
+    ],
 )
 def test_jax_loop_derivatives_are_convolutions_in_the_forward_layout(
-    ndim: int, stride: int, dilation: int, groups: int, padding: Any
+    ndim: int, size: int, kwargs: dict[str, Any], *, weight_by_convolution: bool
 ) -> None:
     """``loop``'s pullback convolves in the forward's layouts (``NC*``, ``OI*``), never with swapped dimension numbers.
 
     JAX's own transposition rules swap them, which XLA's CPU backend ran 10 to 30 times slower
-    than the forward (see ``multiconv.backends.jax._loop``).  Forward mode runs the transposes:
-    it must still agree with the reference.
+    than the forward (see ``multiconv.backends.jax._loop``).  The weight's derivative is a
+    convolution per sample too, or (strided, or in 2-D and 3-D on few output positions) one
+    product per kernel tap.  Forward mode runs the transposes: it must still agree with the
+    reference.
     """
     import jax
     import jax.numpy as jnp
@@ -143,8 +152,7 @@ def test_jax_loop_derivatives_are_convolutions_in_the_forward_layout(
     from multiconv.testing import reference_conv, reference_conv_vjp
 
     rng = np.random.default_rng(12)
-    x, w = rng.standard_normal((3, 6, *(11,) * ndim)), rng.standard_normal((3, 12, 6 // groups, *(3,) * ndim))
-    kwargs: dict[str, Any] = {"groups": groups, "stride": stride, "dilation": dilation, "padding": padding}
+    x, w = rng.standard_normal((3, 6, *(size,) * ndim)), rng.standard_normal((3, 12, 6 // kwargs["groups"], *(3,) * ndim))
 
     def conv(x: Any, w: Any) -> Any:
         return multiconv.batch_conv(x, w, method="loop", **kwargs)
@@ -154,7 +162,9 @@ def test_jax_loop_derivatives_are_convolutions_in_the_forward_layout(
         convs = [
             eqn for inner in jaxprs(jax.make_jaxpr(pullback)(y).jaxpr) for eqn in inner.eqns if eqn.primitive.name == "conv_general_dilated"
         ]
-        assert len(convs) == 2 * 3  # the input's and the weight's, per sample
+        assert len(convs) == (2 if weight_by_convolution else 1) * 3  # the input's (and the weight's), per sample
+        products = [eqn for inner in jaxprs(jax.make_jaxpr(pullback)(y).jaxpr) for eqn in inner.eqns if eqn.primitive.name == "dot_general"]
+        assert len(products) == (0 if weight_by_convolution else 3**ndim)
         forward_layout = tuple(range(2 + ndim))
         for eqn in convs:
             numbers = eqn.params["dimension_numbers"]
