@@ -126,25 +126,25 @@ def test_jax_matmul_stacks_slices_and_differentiates_through_the_gathered_window
 
 @pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
 @pytest.mark.parametrize(
-    ("ndim", "size", "kwargs", "weight_by_convolution"),
+    ("ndim", "size", "kwargs", "by_convolution"),
     [
-        (1, 11, {"stride": 1, "dilation": 1, "groups": 1, "padding": 0}, True),
-        (1, 11, {"stride": 3, "dilation": 2, "groups": 2, "padding": ((1, 3),)}, False),  # strided: one product per tap
-        (2, 11, {"stride": 2, "dilation": 1, "groups": 3, "padding": "valid"}, False),
-        (2, 11, {"stride": 1, "dilation": 2, "groups": 1, "padding": 1}, False),  # 2-D, 81 output positions
-        (2, 35, {"stride": 1, "dilation": 1, "groups": 3, "padding": "valid"}, True),  # 33 x 33 > LOOP_WEIGHT_TAPS_MAX_POSITIONS
+        (1, 11, {"stride": 1, "dilation": 1, "groups": 1, "padding": 0}, (True, True)),
+        (1, 11, {"stride": 3, "dilation": 2, "groups": 2, "padding": ((1, 3),)}, (False, False)),  # strided: one product per tap
+        (2, 11, {"stride": 2, "dilation": 1, "groups": 3, "padding": "valid"}, (False, False)),
+        (2, 11, {"stride": 1, "dilation": 2, "groups": 1, "padding": 1}, (True, False)),  # 2-D, 81 output positions
+        (2, 35, {"stride": 1, "dilation": 1, "groups": 3, "padding": "valid"}, (True, True)),  # 33 x 33 > LOOP_WEIGHT_TAPS_MAX_POSITIONS
     ],
 )
 def test_jax_loop_derivatives_are_convolutions_in_the_forward_layout(
-    ndim: int, size: int, kwargs: dict[str, Any], *, weight_by_convolution: bool
+    ndim: int, size: int, kwargs: dict[str, Any], by_convolution: tuple[bool, bool]
 ) -> None:
     """``loop``'s pullback convolves in the forward's layouts (``NC*``, ``OI*``), never with swapped dimension numbers.
 
     JAX's own transposition rules swap them, which XLA's CPU backend ran 10 to 30 times slower
-    than the forward (see ``multiconv.backends.jax._loop``).  The weight's derivative is a
-    convolution per sample too, or (strided, or in 2-D and 3-D on few output positions) one
-    product per kernel tap.  Forward mode runs the transposes: it must still agree with the
-    reference.
+    than the forward (see ``multiconv.backends.jax._loop``).  ``by_convolution``: whether the
+    input's and the weight's derivatives are a convolution per sample, or one product per
+    kernel tap (strided; the weight's also in 2-D and 3-D on few output positions).  Forward
+    mode runs the transposes: it must still agree with the reference.
     """
     import jax
     import jax.numpy as jnp
@@ -162,9 +162,9 @@ def test_jax_loop_derivatives_are_convolutions_in_the_forward_layout(
         convs = [
             eqn for inner in jaxprs(jax.make_jaxpr(pullback)(y).jaxpr) for eqn in inner.eqns if eqn.primitive.name == "conv_general_dilated"
         ]
-        assert len(convs) == (2 if weight_by_convolution else 1) * 3  # the input's (and the weight's), per sample
+        assert len(convs) == sum(by_convolution) * 3  # per sample
         products = [eqn for inner in jaxprs(jax.make_jaxpr(pullback)(y).jaxpr) for eqn in inner.eqns if eqn.primitive.name == "dot_general"]
-        assert len(products) == (0 if weight_by_convolution else 3**ndim)
+        assert len(products) == (2 - sum(by_convolution)) * 3**ndim  # per kernel tap
         forward_layout = tuple(range(2 + ndim))
         for eqn in convs:
             numbers = eqn.params["dimension_numbers"]

@@ -156,10 +156,10 @@ def _loop(spec: ConvSpec) -> Engine:
     return _with_adjoints(run, *_loop_adjoints(spec))
 
 
-#: :func:`_loop`'s weight derivative is one product per kernel tap (rather than a convolution per
-#: sample) for at most this many taps, and unstrided only in 2-D and 3-D with at most
-#: :data:`LOOP_WEIGHT_TAPS_MAX_POSITIONS` output positions (or one tap); see :func:`_loop_adjoints`.
-LOOP_WEIGHT_TAPS_MAX: Final = 64
+#: :func:`_loop`'s derivatives are one product per kernel tap (rather than a convolution per
+#: sample) for at most this many taps: strided, both; unstrided, only the weight's, in 2-D and 3-D
+#: with at most :data:`LOOP_WEIGHT_TAPS_MAX_POSITIONS` output positions (or one tap); see :func:`_loop_adjoints`.
+LOOP_TAPS_MAX: Final = 64
 LOOP_WEIGHT_TAPS_MAX_POSITIONS: Final = 1024
 
 
@@ -177,11 +177,18 @@ def _loop_adjoints(spec: ConvSpec) -> tuple[Engine, Engine]:
     dilated, the weight's ran 2.7 times as fast (128 samples of 8 -> 16 channels, L 256,
     7 taps, stride 2, AMD EPYC: 3.9 against 10.6 ms; the forward 1.4), the input's 1.1.
 
-    That convolution of the weight's takes the whole of ``g`` as its kernel, which XLA's
-    CPU code ran slowly where the stride spreads it and in 2-D and 3-D: there (strided, or
-    with at most :data:`LOOP_WEIGHT_TAPS_MAX_POSITIONS` output positions or one tap, and
-    at most :data:`LOOP_WEIGHT_TAPS_MAX` taps) the weight's derivative is one batched
-    product per kernel tap of ``g`` with the input's slice that tap reads.  Measured on the
+    Up to :data:`LOOP_TAPS_MAX` taps, where the stride spreads ``g``, both are one batched
+    product per kernel tap instead: the input's, each tap's weight (transposed) times ``g``,
+    padded to where that tap read the input and summed; the weight's, ``g`` times the
+    input's slice that tap reads.  Spread, ``g``'s zeros cost ``prod(stride)`` times the
+    work in the convolutions: the input's derivative of 16 samples of 8 -> 16 channels,
+    32x32, 7x7, stride 2, took 3.9 against 12.8 ms (the forward 0.5); of 256 samples of
+    1 -> 2 channels, 32x32, 3x3, stride 2, 1.0 against 11.2; of the case above, 1.4
+    against 1.8; unstrided, the convolution kept the lead (16 of 32 channels, 64x64, 3x3:
+    20 against 50 ms).  Unstrided, the weight's convolution takes the whole of ``g`` as its
+    kernel, which XLA's CPU code also ran slowly in 2-D and 3-D on small outputs: there
+    (at most :data:`LOOP_WEIGHT_TAPS_MAX_POSITIONS` output positions, or one tap) the
+    weight's derivative is the per-tap products too.  Measured on the
     float32 calibration cases of up to 128 samples (AMD EPYC, 2 threads): the same case,
     1.2 against 4.0 ms; 16 samples of 8 -> 16 channels, 32x32, 3x3, 1.1 against 5.2;
     32 samples of 32 channels depthwise, 8x8, 3x3, 0.6 against 3.3.  The convolution kept
@@ -201,6 +208,7 @@ def _loop_adjoints(spec: ConvSpec) -> tuple[Engine, Engine]:
     strided = any(step > 1 for step in spec.stride)
     highest = lax.Precision.HIGHEST
     taps = kernel_taps(spec)
+    unpadded = index(_ALL, _ALL, *(slice(lo, lo + size) for (lo, _), size in zip(spec.zero_padding, seen, strict=True)))
 
     def spread(g: jax.Array) -> jax.Array:
         return lax.pad(g, jnp.zeros((), g.dtype), spread_padding) if strided else g
@@ -225,6 +233,20 @@ def _loop_adjoints(spec: ConvSpec) -> tuple[Engine, Engine]:
                 for b in range(g.shape[0])
             ]
         )
+
+    def input_by_taps(w: jax.Array, g: jax.Array) -> jax.Array:  # the transpose of dx -> conv(dx, w)
+        gg = g.reshape(g.shape[0], groups, og, -1)
+        per_tap = w.reshape(w.shape[0], groups, og, cg, len(taps))
+        zero = jnp.zeros((), g.dtype)
+        placed = [
+            lax.pad(
+                jnp.einsum("bgoc,bgop->bgcp", per_tap[..., number], gg, precision=highest).reshape(g.shape[0], groups * cg, *spec.out_size),
+                zero,
+                [(0, 0, 0), (0, 0, 0), *pads],
+            )
+            for number, pads in enumerate(_window_pads(spec))
+        ]  # each tap's product where that tap read the zero-padded input
+        return sum(placed[1:], placed[0])[unpadded]
 
     def weight_by_taps(x: jax.Array, g: jax.Array) -> jax.Array:  # the transpose of dw -> conv(x, dw)
         padded = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (0, 0, 0), *((lo, hi, 0) for lo, hi in spec.zero_padding)])
@@ -253,9 +275,12 @@ def _loop_adjoints(spec: ConvSpec) -> tuple[Engine, Engine]:
         ]  # each (Cg, C_out, *K)
         return jnp.swapaxes(jnp.stack(per_sample), 1, 2)
 
-    few_positions = len(taps) == 1 or math.prod(spec.out_size) <= LOOP_WEIGHT_TAPS_MAX_POSITIONS
-    by_taps = len(taps) <= LOOP_WEIGHT_TAPS_MAX and (strided or (n > 1 and few_positions))
-    return input_cotangent, weight_by_taps if by_taps else weight_cotangent
+    few_taps, few_positions = len(taps) <= LOOP_TAPS_MAX, len(taps) == 1 or math.prod(spec.out_size) <= LOOP_WEIGHT_TAPS_MAX_POSITIONS
+    weight_by_taps_ = few_taps and (strided or (n > 1 and few_positions))
+    return (
+        input_by_taps if few_taps and strided else input_cotangent,
+        weight_by_taps if weight_by_taps_ else weight_cotangent,
+    )
 
 
 def _with_adjoints(engine: Engine, input_cotangent: Engine, weight_cotangent: Engine) -> Engine:
@@ -603,16 +628,20 @@ def _depthwise_weight_cotangent(spec: ConvSpec, adjoints: DepthwiseAdjoints) -> 
     return per_tap
 
 
-def _onto_windows(spec: ConvSpec) -> Callable[[jax.Array], list[jax.Array]]:
-    """``spread(g)``: ``g`` ``(B, groups, Og, *S_out)`` padded onto each kernel tap's window, one ``(B, groups, Og, *S_padded)`` per tap."""
-    pads = tuple(
-        ((0, 0, 0),) * 3
-        + tuple(
+def _window_pads(spec: ConvSpec) -> tuple[tuple[tuple[int, int, int], ...], ...]:
+    """Per kernel tap, the ``lax.pad`` of the spatial dims that puts an output-sized array where that tap reads the padded input."""
+    return tuple(
+        tuple(
             (s.start, size - (s.start + (n - 1) * s.step + 1), s.step - 1)
             for s, size, n in zip(window, spec.padded_size, spec.out_size, strict=True)
         )
         for _, window in kernel_taps(spec)
     )
+
+
+def _onto_windows(spec: ConvSpec) -> Callable[[jax.Array], list[jax.Array]]:
+    """``spread(g)``: ``g`` ``(B, groups, Og, *S_out)`` padded onto each kernel tap's window, one ``(B, groups, Og, *S_padded)`` per tap."""
+    pads = tuple(((0, 0, 0),) * 3 + spatial for spatial in _window_pads(spec))
 
     def spread(g: jax.Array) -> list[jax.Array]:
         zero = jnp.zeros((), g.dtype)
