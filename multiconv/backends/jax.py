@@ -188,9 +188,9 @@ def _loop_adjoints(spec: ConvSpec) -> tuple[Engine, Engine]:
     20 against 50 ms).  Unstrided, the weight's convolution takes the whole of ``g`` as its
     kernel, which XLA's CPU code also ran slowly in 2-D and 3-D on small outputs: there
     (at most :data:`LOOP_WEIGHT_TAPS_MAX_POSITIONS` output positions, or one tap) the
-    weight's derivative is the per-tap products too.  Measured on the
-    float32 calibration cases of up to 128 samples (AMD EPYC, 2 threads): the same case,
-    1.2 against 4.0 ms; 16 samples of 8 -> 16 channels, 32x32, 3x3, 1.1 against 5.2;
+    weight's derivative is the per-tap products too.  The weight's derivative, per tap
+    against the convolution, on the float32 calibration cases of up to 128 samples (AMD
+    EPYC, 2 threads): the strided case above, 1.2 against 4.0 ms; 16 samples of 8 -> 16 channels, 32x32, 3x3, 1.1 against 5.2;
     32 samples of 32 channels depthwise, 8x8, 3x3, 0.6 against 3.3.  The convolution kept
     its lead in 1-D unstrided (256 samples of 16 channels, L 256, 7 taps: 4.2 against
     10.9-14.6 ms) and on larger 2-D outputs (16 samples of 32 channels, 64x64, 3x3: 32
@@ -207,7 +207,7 @@ def _loop_adjoints(spec: ConvSpec) -> tuple[Engine, Engine]:
     spread_padding = ((0, 0, 0), (0, 0, 0), *((0, 0, step - 1) for step in spec.stride))
     strided = any(step > 1 for step in spec.stride)
     highest = lax.Precision.HIGHEST
-    taps = kernel_taps(spec)
+    taps, tap_pads = kernel_taps(spec), _window_pads(spec)
     unpadded = index(_ALL, _ALL, *(slice(lo, lo + size) for (lo, _), size in zip(spec.zero_padding, seen, strict=True)))
 
     def spread(g: jax.Array) -> jax.Array:
@@ -244,7 +244,7 @@ def _loop_adjoints(spec: ConvSpec) -> tuple[Engine, Engine]:
                 zero,
                 [(0, 0, 0), (0, 0, 0), *pads],
             )
-            for number, pads in enumerate(_window_pads(spec))
+            for number, pads in enumerate(tap_pads)
         ]  # each tap's product where that tap read the zero-padded input
         return sum(placed[1:], placed[0])[unpadded]
 
@@ -276,10 +276,10 @@ def _loop_adjoints(spec: ConvSpec) -> tuple[Engine, Engine]:
         return jnp.swapaxes(jnp.stack(per_sample), 1, 2)
 
     few_taps, few_positions = len(taps) <= LOOP_TAPS_MAX, len(taps) == 1 or math.prod(spec.out_size) <= LOOP_WEIGHT_TAPS_MAX_POSITIONS
-    weight_by_taps_ = few_taps and (strided or (n > 1 and few_positions))
+    input_per_tap, weight_per_tap = few_taps and strided, few_taps and (strided or (n > 1 and few_positions))
     return (
-        input_by_taps if few_taps and strided else input_cotangent,
-        weight_by_taps if weight_by_taps_ else weight_cotangent,
+        input_by_taps if input_per_tap else input_cotangent,
+        weight_by_taps if weight_per_tap else weight_cotangent,
     )
 
 
