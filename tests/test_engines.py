@@ -184,6 +184,45 @@ def test_jax_loop_derivatives_are_convolutions_in_the_forward_layout(
 
 @pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
 @pytest.mark.parametrize(
+    ("ndim", "out_channels", "kwargs"),
+    [
+        (1, 12, {"stride": 3, "dilation": 2, "groups": 6, "padding": ((1, 3),)}),  # two output channels per input channel
+        (1, 6, {"stride": 1, "dilation": 1, "groups": 6, "padding": 2, "padding_mode": "reflect"}),
+        (2, 6, {"stride": (2, 1), "dilation": 1, "groups": 6, "padding": 1}),
+        (2, 2, {"stride": 1, "dilation": (1, 2), "groups": 1, "padding": "same"}),  # one input channel, ungrouped
+    ],
+)
+def test_jax_loop_derivatives_are_the_depthwise_chains_when_depthwise(ndim: int, out_channels: int, kwargs: dict[str, Any]) -> None:
+    """Depthwise, ``loop``'s pullback is ``shift``'s depthwise derivatives: no convolution, no product per tap; VJP and JVP exact."""
+    import jax
+    import jax.numpy as jnp
+
+    from multiconv.testing import reference_conv, reference_conv_vjp
+
+    rng = np.random.default_rng(13)
+    in_channels = kwargs["groups"]
+    x, w = rng.standard_normal((3, in_channels, *(9,) * ndim)), rng.standard_normal((3, out_channels, 1, *(3,) * ndim))
+
+    def conv(x: Any, w: Any) -> Any:
+        return multiconv.batch_conv(x, w, method="loop", **kwargs)
+
+    with jax.enable_x64(True):  # noqa: FBT003
+        y, pullback = jax.vjp(conv, jnp.asarray(x), jnp.asarray(w))
+        names = {eqn.primitive.name for inner in jaxprs(jax.make_jaxpr(pullback)(y).jaxpr) for eqn in inner.eqns}
+        assert not names & {"conv_general_dilated", "dot_general"}, names
+        g = rng.standard_normal(y.shape)
+        for got, want in zip(pullback(jnp.asarray(g)), reference_conv_vjp(x, w, grad_y=g, **kwargs)[:2], strict=True):
+            assert want is not None
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-9)
+        tx, tw = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
+        _, tangent = jax.jvp(conv, (jnp.asarray(x), jnp.asarray(w)), (jnp.asarray(tx), jnp.asarray(tw)))
+        np.testing.assert_allclose(
+            np.asarray(tangent), reference_conv(tx, w, **kwargs) + reference_conv(x, tw, **kwargs), rtol=1e-9, atol=1e-9
+        )
+
+
+@pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
+@pytest.mark.parametrize(
     ("kernel", "stride", "dilation", "summed"),
     [
         ((3,), (1,), (1,), (3, (11,))),
