@@ -584,22 +584,26 @@ DEPTHWISE_CASES = {
 
 
 @needs_jax
+@pytest.mark.parametrize("method", ["shift", "loop"])
 @pytest.mark.parametrize("case", DEPTHWISE_CASES.values(), ids=DEPTHWISE_CASES.keys())
-def test_jax_depthwise_shift_derivatives_are_adjoint_convolutions(case: ConvCase) -> None:
-    """The depthwise ``shift`` engine's own derivative rule: VJP, JVP and second order, both forms of the weight's."""
+def test_jax_depthwise_shift_derivatives_are_adjoint_convolutions(case: ConvCase, method: str) -> None:
+    """The depthwise ``shift`` engine's own derivative rule: VJP, JVP and second order, both forms of the weight's.
+
+    ``loop`` differentiates through the same rule when depthwise (on the zero-padded input).
+    """
     from multiconv.backends import jax as jax_backend
 
     arrays = case.arrays()
-    conv, args = jax_call(case, arrays, "shift")
-    spec = multiconv._api.plan(*args, method="shift", **case.kwargs()).spec
-    assert isinstance(jax_backend._shift(spec), jax.custom_jvp)
+    conv, args = jax_call(case, arrays, method)
+    spec = multiconv._api.plan(*args, method=method, **case.kwargs()).spec
+    assert isinstance({"shift": jax_backend._shift, "loop": jax_backend._loop}[method](spec), jax.custom_jvp)
     many = math.prod(spec.out_size) > jax_backend.DEPTHWISE_CHAIN_MAX_POSITIONS
     assert many == (case.in_size[0] > 30), (spec.out_size, many)  # the two "many-positions" cases
 
     cotangent = cotangent_for(case, arrays)
     expected = list(reference_conv_vjp(*arrays, grad_y=cotangent, **case.kwargs()))
-    assert_grads_close(jax_vjp(case, arrays, cotangent, "shift"), expected, "jit(vjp)")
-    assert_grads_close(jax_vjp(case, arrays, cotangent, "shift", jit=False), expected, "vjp")
+    assert_grads_close(jax_vjp(case, arrays, cotangent, method), expected, "jit(vjp)")
+    assert_grads_close(jax_vjp(case, arrays, cotangent, method, jit=False), expected, "vjp")
 
     rng = np.random.default_rng(case.seed + 2)
     tangents = [random_like(a, rng) for a in arrays if a is not None]
@@ -703,9 +707,12 @@ def test_jax_depthwise_shift_forward_mode_pads_no_channel_of_a_group_to_all_of_t
 
 
 @needs_jax
+@pytest.mark.parametrize("method", ["shift", "loop"])
 @pytest.mark.parametrize("name", ["many-positions", "many-positions-2d-stride-dilation"])
-def test_jax_depthwise_shift_weight_gradient_keeps_a_nan_in_its_sample_and_channel(name: str) -> None:
+def test_jax_depthwise_shift_weight_gradient_keeps_a_nan_in_its_sample_and_channel(name: str, method: str) -> None:
     """README: the padded per-tap sums let a NaN of the input reach every tap of its channel's weight gradient, and no further.
+
+    ``loop``, depthwise, has the same weight derivative.
 
     The other samples' and channels' weight gradients are the clean run's, bitwise.
     """
@@ -716,8 +723,8 @@ def test_jax_depthwise_shift_weight_gradient_keeps_a_nan_in_its_sample_and_chann
     spot = (1, 0, *(n // 2 for n in case.in_size))  # sample 1, the first channel of group 0
     dirty_x[spot] = np.nan
     cotangent = cotangent_for(case, clean)
-    _, dw_clean, *_ = jax_vjp(case, clean, cotangent, "shift")
-    _, dw_dirty, *_ = jax_vjp(case, (dirty_x, w, bias), cotangent, "shift")
+    _, dw_clean, *_ = jax_vjp(case, clean, cotangent, method)
+    _, dw_dirty, *_ = jax_vjp(case, (dirty_x, w, bias), cotangent, method)
     dw_clean, dw_dirty = np.asarray(dw_clean), np.asarray(dw_dirty)
     reached = np.zeros(dw_dirty.shape, bool)
     reached[1, : case.group_out] = True  # the output channels of group 0 read input channel 0

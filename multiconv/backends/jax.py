@@ -133,7 +133,7 @@ def _vmap(spec: ConvSpec) -> Engine:
 
 
 def _loop(spec: ConvSpec) -> Engine:
-    """One framework convolution per sample, unrolled inside the compiled call; derivatives as convolutions per sample too.
+    """One framework convolution per sample, unrolled inside the compiled call; derivatives in its layouts (:func:`_loop_adjoints`).
 
     XLA's CPU convolution is much faster ungrouped than grouped (which ``vmap``
     becomes), at the price of a compile time that grows with the batch.  JAX's own
@@ -158,7 +158,8 @@ def _loop(spec: ConvSpec) -> Engine:
 
 #: :func:`_loop`'s derivatives are one product per kernel tap (rather than a convolution per
 #: sample) for at most this many taps: strided, both; unstrided, only the weight's, in 2-D and 3-D
-#: with at most :data:`LOOP_WEIGHT_TAPS_MAX_POSITIONS` output positions (or one tap); see :func:`_loop_adjoints`.
+#: with at most :data:`LOOP_WEIGHT_TAPS_MAX_POSITIONS` output positions (or one tap); depthwise, neither
+#: (``shift``'s depthwise derivatives instead); see :func:`_loop_adjoints`.
 LOOP_TAPS_MAX: Final = 64
 LOOP_WEIGHT_TAPS_MAX_POSITIONS: Final = 1024
 
@@ -215,20 +216,12 @@ def _loop_adjoints(spec: ConvSpec) -> tuple[Engine, Engine]:
     1.3 -> 0.4 and 0.8 -> 0.5.  The weight's lost up to 2.4 times where the per-tap products
     or the convolution had run fast: 8 samples of 2 channels, 128x128, 3x3, stride 2,
     dilation 2, 0.45 -> 1.09 ms; 16 samples of 8 -> 64 channels, L 4096, 9 taps,
-    6.9 -> 14.4 (its input's 20.4 -> 3.4).
+    6.9 -> 14.4 (its input's 20.4 -> 3.4).  As with ``shift``, a NaN or Inf of the input then
+    reaches every tap of its channel's weight gradient where the per-tap sums pad ``g``
+    (:func:`_depthwise_weight_cotangent`).
     """
     n, groups, og, cg = spec.ndim, spec.groups, spec.group_out_channels, spec.group_in_channels
-    spatial = _SPATIAL[-n:]
-    numbers = (f"NC{spatial}", f"OI{spatial}", f"NC{spatial}")
     seen = tuple(size + lo + hi for size, (lo, hi) in zip(spec.in_size, spec.mode_padding, strict=True))  # x as the engine gets it
-    dilated_kernel, dilated_out = spec.effective_kernel, spec.spread_out_size
-    dims = list(zip(seen, dilated_kernel, dilated_out, (lo for lo, _ in spec.zero_padding), strict=True))
-    input_padding = [(k - lo - 1, size - out + lo) for size, k, out, lo in dims]  # before + after = size + k - 1 - out
-    weight_padding = [(lo, out - size + k - lo - 1) for size, k, out, lo in dims]
-    spread_padding = ((0, 0, 0), (0, 0, 0), *((0, 0, step - 1) for step in spec.stride))
-    strided = any(step > 1 for step in spec.stride)
-    highest = lax.Precision.HIGHEST
-    taps, tap_pads = kernel_taps(spec), _window_pads(spec)
     unpadded = index(_ALL, _ALL, *(slice(lo, lo + size) for (lo, _), size in zip(spec.zero_padding, seen, strict=True)))
     zero_pads = [(0, 0, 0), (0, 0, 0), *((lo, hi, 0) for lo, hi in spec.zero_padding)]
 
@@ -248,6 +241,17 @@ def _loop_adjoints(spec: ConvSpec) -> tuple[Engine, Engine]:
             return dw
 
         return depthwise_input, depthwise_weight
+
+    spatial = _SPATIAL[-n:]
+    numbers = (f"NC{spatial}", f"OI{spatial}", f"NC{spatial}")
+    dilated_kernel, dilated_out = spec.effective_kernel, spec.spread_out_size
+    dims = list(zip(seen, dilated_kernel, dilated_out, (lo for lo, _ in spec.zero_padding), strict=True))
+    input_padding = [(k - lo - 1, size - out + lo) for size, k, out, lo in dims]  # before + after = size + k - 1 - out
+    weight_padding = [(lo, out - size + k - lo - 1) for size, k, out, lo in dims]
+    spread_padding = ((0, 0, 0), (0, 0, 0), *((0, 0, step - 1) for step in spec.stride))
+    strided = any(step > 1 for step in spec.stride)
+    highest = lax.Precision.HIGHEST
+    taps, tap_pads = kernel_taps(spec), _window_pads(spec)
 
     def spread(g: jax.Array) -> jax.Array:
         return lax.pad(g, jnp.zeros((), g.dtype), spread_padding) if strided else g
