@@ -124,6 +124,31 @@ def test_jax_matmul_stacks_slices_and_differentiates_through_the_gathered_window
     assert_matches_reference(conv(x, w), x, w, method="matmul")
 
 
+def loop_pullback_checked(x: np.ndarray, w: np.ndarray, kwargs: dict[str, Any], rng: np.random.Generator) -> list[Any]:
+    """``loop``'s JAX pullback equations at float64 ``x, w``, after checking its VJP and JVP against the reference (draws from ``rng``)."""
+    import jax
+    import jax.numpy as jnp
+
+    from multiconv.testing import reference_conv, reference_conv_vjp
+
+    def conv(x: Any, w: Any) -> Any:
+        return multiconv.batch_conv(x, w, method="loop", **kwargs)
+
+    with jax.enable_x64(True):  # noqa: FBT003
+        y, pullback = jax.vjp(conv, jnp.asarray(x), jnp.asarray(w))
+        eqns = [eqn for inner in jaxprs(jax.make_jaxpr(pullback)(y).jaxpr) for eqn in inner.eqns]
+        g = rng.standard_normal(y.shape)
+        for got, want in zip(pullback(jnp.asarray(g)), reference_conv_vjp(x, w, grad_y=g, **kwargs)[:2], strict=True):
+            assert want is not None
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-9)
+        tx, tw = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
+        _, tangent = jax.jvp(conv, (jnp.asarray(x), jnp.asarray(w)), (jnp.asarray(tx), jnp.asarray(tw)))
+        np.testing.assert_allclose(
+            np.asarray(tangent), reference_conv(tx, w, **kwargs) + reference_conv(x, tw, **kwargs), rtol=1e-9, atol=1e-9
+        )
+    return eqns
+
+
 @pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
 @pytest.mark.parametrize(
     ("ndim", "size", "kwargs", "by_convolution"),
@@ -146,40 +171,19 @@ def test_jax_loop_derivatives_are_convolutions_in_the_forward_layout(
     kernel tap (strided; the weight's also in 2-D and 3-D on few output positions).  Forward
     mode runs the transposes: it must still agree with the reference.
     """
-    import jax
-    import jax.numpy as jnp
-
-    from multiconv.testing import reference_conv, reference_conv_vjp
-
     rng = np.random.default_rng(12)
     x, w = rng.standard_normal((3, 6, *(size,) * ndim)), rng.standard_normal((3, 12, 6 // kwargs["groups"], *(3,) * ndim))
-
-    def conv(x: Any, w: Any) -> Any:
-        return multiconv.batch_conv(x, w, method="loop", **kwargs)
-
-    with jax.enable_x64(True):  # noqa: FBT003
-        y, pullback = jax.vjp(conv, jnp.asarray(x), jnp.asarray(w))
-        convs = [
-            eqn for inner in jaxprs(jax.make_jaxpr(pullback)(y).jaxpr) for eqn in inner.eqns if eqn.primitive.name == "conv_general_dilated"
-        ]
-        assert len(convs) == sum(by_convolution) * 3  # per sample
-        products = [eqn for inner in jaxprs(jax.make_jaxpr(pullback)(y).jaxpr) for eqn in inner.eqns if eqn.primitive.name == "dot_general"]
-        assert len(products) == (2 - sum(by_convolution)) * 3**ndim  # per kernel tap
-        forward_layout = tuple(range(2 + ndim))
-        for eqn in convs:
-            numbers = eqn.params["dimension_numbers"]
-            assert (tuple(numbers.lhs_spec), tuple(numbers.rhs_spec), tuple(numbers.out_spec)) == (forward_layout,) * 3, eqn
-            assert eqn.params["batch_group_count"] == 1
-            assert tuple(eqn.params["lhs_dilation"]) == (1,) * ndim  # g spread by the stride instead (XLA's CPU: faster)
-        g = rng.standard_normal(y.shape)
-        for got, want in zip(pullback(jnp.asarray(g)), reference_conv_vjp(x, w, grad_y=g, **kwargs)[:2], strict=True):
-            assert want is not None
-            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-9)
-        tx, tw = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
-        _, tangent = jax.jvp(conv, (jnp.asarray(x), jnp.asarray(w)), (jnp.asarray(tx), jnp.asarray(tw)))
-        np.testing.assert_allclose(
-            np.asarray(tangent), reference_conv(tx, w, **kwargs) + reference_conv(x, tw, **kwargs), rtol=1e-9, atol=1e-9
-        )
+    eqns = loop_pullback_checked(x, w, kwargs, rng)
+    convs = [eqn for eqn in eqns if eqn.primitive.name == "conv_general_dilated"]
+    assert len(convs) == sum(by_convolution) * 3  # per sample
+    products = [eqn for eqn in eqns if eqn.primitive.name == "dot_general"]
+    assert len(products) == (2 - sum(by_convolution)) * 3**ndim  # per kernel tap
+    forward_layout = tuple(range(2 + ndim))
+    for eqn in convs:
+        numbers = eqn.params["dimension_numbers"]
+        assert (tuple(numbers.lhs_spec), tuple(numbers.rhs_spec), tuple(numbers.out_spec)) == (forward_layout,) * 3, eqn
+        assert eqn.params["batch_group_count"] == 1
+        assert tuple(eqn.params["lhs_dilation"]) == (1,) * ndim  # g spread by the stride instead (XLA's CPU: faster)
 
 
 @pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
@@ -194,31 +198,11 @@ def test_jax_loop_derivatives_are_convolutions_in_the_forward_layout(
 )
 def test_jax_loop_derivatives_are_the_depthwise_chains_when_depthwise(ndim: int, out_channels: int, kwargs: dict[str, Any]) -> None:
     """Depthwise, ``loop``'s pullback is ``shift``'s depthwise derivatives: no convolution, no product per tap; VJP and JVP exact."""
-    import jax
-    import jax.numpy as jnp
-
-    from multiconv.testing import reference_conv, reference_conv_vjp
-
     rng = np.random.default_rng(13)
     in_channels = kwargs["groups"]
     x, w = rng.standard_normal((3, in_channels, *(9,) * ndim)), rng.standard_normal((3, out_channels, 1, *(3,) * ndim))
-
-    def conv(x: Any, w: Any) -> Any:
-        return multiconv.batch_conv(x, w, method="loop", **kwargs)
-
-    with jax.enable_x64(True):  # noqa: FBT003
-        y, pullback = jax.vjp(conv, jnp.asarray(x), jnp.asarray(w))
-        names = {eqn.primitive.name for inner in jaxprs(jax.make_jaxpr(pullback)(y).jaxpr) for eqn in inner.eqns}
-        assert not names & {"conv_general_dilated", "dot_general"}, names
-        g = rng.standard_normal(y.shape)
-        for got, want in zip(pullback(jnp.asarray(g)), reference_conv_vjp(x, w, grad_y=g, **kwargs)[:2], strict=True):
-            assert want is not None
-            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-9)
-        tx, tw = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
-        _, tangent = jax.jvp(conv, (jnp.asarray(x), jnp.asarray(w)), (jnp.asarray(tx), jnp.asarray(tw)))
-        np.testing.assert_allclose(
-            np.asarray(tangent), reference_conv(tx, w, **kwargs) + reference_conv(x, tw, **kwargs), rtol=1e-9, atol=1e-9
-        )
+    names = {eqn.primitive.name for eqn in loop_pullback_checked(x, w, kwargs, rng)}
+    assert not names & {"conv_general_dilated", "dot_general"}, names
 
 
 @pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
