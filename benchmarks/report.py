@@ -77,6 +77,27 @@ def _spread(row: dict[str, Any]) -> float:
     return row["seconds_median"] / row["seconds"] - 1 if row.get("seconds") and row.get("seconds_median") else 0.0
 
 
+def _same_program_reason(rows: dict[str, dict[str, Any]], other: str) -> str:
+    """Where auto's row and ``other``'s ran one compiled program (runs since 2026-12-07 record JAX's, ``program``)."""
+    auto, row = rows["auto"], rows.get(other, {})
+    if not (auto.get("program") and auto["program"] == row.get("program")):
+        return ""
+    return (
+        f"auto compiles to the same program as {other} (XLA's optimized HLO, digest {auto['program']}): the rows differ by "
+        f"the run's noise alone, auto's own rounds spread {_spread(auto):.0%}"
+    )
+
+
+def _same_code_reason(rows: dict[str, dict[str, Any]], item: dict[str, Any]) -> str:
+    """Where auto ran what the best baseline ran: one compiled program, or one algorithm (:data:`SAME_ALGORITHM`)."""
+    if same := _same_program_reason(rows, item["best_baseline"]):
+        return same
+    method, apart, spread = item["auto_method"], item["auto_over_best_baseline"] - 1, _spread(rows["auto"])
+    if item["best_baseline"] in SAME_ALGORITHM.get((item["backend"], method), frozenset()):
+        return f"same algorithm ({method} is {item['best_baseline']}): {apart:.0%} apart, auto's own rounds spread {spread:.0%}"
+    return ""
+
+
 def _charged_fold_reason(data: dict[str, Any], item: dict[str, Any], *, training: bool = False) -> str:
     """Where PyTorch's ``auto`` left the fold, charged for its loop over the groups, and the fold ran at its idle speed.
 
@@ -114,10 +135,9 @@ def _noise_reason(data: dict[str, Any], item: dict[str, Any], *, training: bool)
 def _baseline_reason(data: dict[str, Any], item: dict[str, Any], *, training: bool = False) -> str:
     """Why auto is above the best baseline, where the data says: the same algorithm, apart by noise, the fold's charge."""
     backend, method = item["backend"], item["auto_method"]
-    auto = _rows(data["backends"][backend], item["shape"], "training_rows" if training else "rows")["auto"]
-    apart, spread = item["auto_over_best_baseline"] - 1, _spread(auto)
-    if item["best_baseline"] in SAME_ALGORITHM.get((backend, method), frozenset()):
-        return f"same algorithm ({method} is {item['best_baseline']}): {apart:.0%} apart, auto's own rounds spread {spread:.0%}"
+    rows = _rows(data["backends"][backend], item["shape"], "training_rows" if training else "rows")
+    if same := _same_code_reason(rows, item):
+        return same
     fold_like = item["best_baseline"] in SAME_ALGORITHM[("torch", "grouped")]
     if fold_like and (charged := _charged_fold_reason(data, item, training=training)):
         return charged
@@ -144,6 +164,8 @@ def _baseline_reason(data: dict[str, Any], item: dict[str, Any], *, training: bo
 def _engine_reason(data: dict[str, Any], item: dict[str, Any]) -> str:
     """Why auto is more than 10% above the best engine."""
     backend, method, best = item["backend"], item["auto_method"], item["best_engine"]
+    if same := _same_program_reason(_rows(data["backends"][backend], item["shape"]), best):
+        return same
     if best.removeprefix("method=") == method:
         rows = _rows(data["backends"][backend], item["shape"])
         auto, engine = rows["auto"], rows.get(best, {})
@@ -415,6 +437,12 @@ def render(data: dict[str, Any], plot: str = "../benchmarks/results.png", notes:
                 " The training rounds also time each framework's own training step of `x * 2` on the shape's input "
                 "(what differentiating one operation costs; the backward target's reasons quote it)."
                 if any(s.get("autodiff_floor_seconds") for r in data["backends"].values() for s in r["shapes"])
+                else ""
+            )
+            + (
+                " Each JAX row records a digest of its compiled program (XLA's optimized HLO without its debug "
+                "metadata): rows with one digest ran the same program, and a reason says so."
+                if any(row.get("program") for r in data["backends"].values() for row in r["rows"])
                 else ""
             )
         ),

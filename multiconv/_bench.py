@@ -32,12 +32,14 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import itertools
 import json
 import math
 import os
 import platform
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -245,6 +247,53 @@ class Candidate:
     kind: str  # "auto", "engine" or "baseline"
     fn: Callable[[Any, Any], Any] | None
     reason: str = ""  # why it is "n/a" (fn is None)
+
+
+@dataclass(frozen=True)
+class _BoundStep:
+    """A compiled training step ``step(x, w, g)`` with its cotangent bound: called and lowered as ``(x, w)``.
+
+    The cotangent stays an argument of the compiled program (see the JAX framework's ``train``),
+    and ``lower`` lets the harness read the program's memory analysis and digest.
+    """
+
+    step: Any
+    cotangent: Any
+
+    def __call__(self, x: Any, w: Any) -> Any:
+        return self.step(x, w, self.cotangent)
+
+    def lower(self, x: Any, w: Any) -> Any:
+        return self.step.lower(x, w, self.cotangent)
+
+
+#: What :func:`program_digest` drops from XLA's HLO text: debug metadata (source lines, op names of the
+#: Python functions traced), the module's name and the tables of file and function names.
+_HLO_NOISE: Final = (
+    re.compile(r", metadata=\{[^{}]*\}"),
+    re.compile(r"^HloModule \S+", re.MULTILINE),
+    re.compile(r"^(?:FileNames|FunctionNames|FileLocations|StackFrames)\n(?:\d+ .*\n)*", re.MULTILINE),
+)
+
+
+def program_digest(hlo_text: str) -> str:
+    """A short digest of a compiled program's HLO text, blind to where in Python it was traced from.
+
+    Two candidates whose digests match run the same program: the same operations on the same
+    layouts, whichever engine or baseline traced them.
+    """
+    for pattern in _HLO_NOISE:
+        hlo_text = pattern.sub("", hlo_text)
+    return hashlib.sha256(hlo_text.encode()).hexdigest()[:16]
+
+
+def _xla_program(fn: Callable[[Any, Any], Any], x: Any, w: Any) -> str | None:
+    """:func:`program_digest` of what a jitted ``fn`` (or a :class:`_BoundStep`) compiles for ``(x, w)``; None if it cannot be lowered."""
+    try:
+        text = fn.lower(x, w).compile().as_text()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001  (no compiled text: no digest)
+        return None
+    return program_digest(text) if text else None
 
 
 def _as_is(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
@@ -512,6 +561,10 @@ class Framework:
     #: ``autodiff_floor(x)``: a thunk running the framework's own training step of ``x * 2`` (the output and the
     #: gradient of ``x``), as :attr:`train` wraps a candidate: what differentiating one operation of this input costs.
     autodiff_floor: Callable[[Any], Callable[[], Any]] | None = None
+    #: ``program(fn, x, w)``: a digest of the compiled program ``fn`` runs on ``(x, w)`` (JAX: XLA's optimized HLO,
+    #: :func:`program_digest`), or None where the framework compiles none: two candidates with one digest run the same
+    #: program, so their times differ by the run's noise alone.
+    program: Callable[[Callable[[Any, Any], Any], Any, Any], str | None] = lambda *_: None
     #: Whether multiconv's engines run threads of their own beside the framework's pool (NumPy's chunks run side
     #: by side beside OpenBLAS's workers: :mod:`multiconv._threads`): its blocks then wait out :attr:`Settings.settle_seconds`.
     own_threads: bool = False
@@ -706,8 +759,7 @@ def _jax_framework() -> Framework:
             y, pullback = jax.vjp(fn, x, w)
             return (y, *pullback(g))
 
-        compiled = jax.jit(step)
-        return lambda x, w: compiled(x, w, cotangent)
+        return _BoundStep(jax.jit(step), cotangent)
 
     def floor_step(x: Any, g: Any) -> Any:
         y, pullback = jax.vjp(lambda a: a * 2, x)
@@ -731,6 +783,7 @@ def _jax_framework() -> Framework:
         compile=jax.jit,
         gemm=gemm,
         peak_memory=peak_memory,
+        program=_xla_program,
         dtype_context=dtype_context,
         details={"devices": [str(d) for d in jax.devices()], "XLA_FLAGS": os.environ.get("XLA_FLAGS")},
     )
@@ -843,6 +896,7 @@ class _Trial:
     samples: list[float] = dataclasses.field(default_factory=list)
     peak_memory: int | None = None
     memory_method: str = ""
+    program: str | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -920,6 +974,7 @@ def _prepare(
                 return
             trial.calls = _calls_per_block(lambda: fn(x, w), fw.sync, once, settings)
             trial.peak_memory, trial.memory_method = fw.peak_memory(fn, x, w)
+            trial.program = fw.program(fn, x, w)
         except Exception as error:  # noqa: BLE001  (one failing candidate must not stop the benchmark)
             trial.status, trial.note = "error", _short(error)
         finally:
@@ -1027,6 +1082,7 @@ def _row(trial: _Trial, case: Case, geo: Geometry, auto_method: str, gemm_gflops
         "pct_gemm": 100 * gflops / gemm_gflops if gflops and gemm_gflops else None,
         "peak_memory_bytes": trial.peak_memory,
         "memory_method": trial.memory_method,
+        "program": trial.program,
         "rel_error": trial.rel_error,
     }
 

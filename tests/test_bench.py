@@ -48,6 +48,7 @@ ROW_KEYS = {
     "pct_gemm",
     "peak_memory_bytes",
     "memory_method",
+    "program",
     "rel_error",
 }
 
@@ -167,6 +168,68 @@ def test_peak_memory_is_reported(quick_results: dict[str, dict[str, Any]]) -> No
         for row in result["rows"]:
             assert row["peak_memory_bytes"] is not None, row
             assert row["peak_memory_bytes"] >= 0
+
+
+def test_jax_rows_carry_memory_and_a_program_digest_in_training_too(quick_results: dict[str, dict[str, Any]]) -> None:
+    """XLA's memory analysis and the compiled program's digest, for the forward and the training step.
+
+    ``groups=B`` and ``jax.vmap`` compile to one grouped convolution.  The other backends compile
+    nothing and record None.
+    """
+    for name, result in quick_results.items():
+        rows = result["rows"] + result["training_rows"]
+        if name != "jax":
+            assert {row["program"] for row in rows} == {None}
+            continue
+        for row in rows:
+            assert row["memory_method"] == "XLA temp + output bytes", row
+            assert isinstance(row["program"], str), row
+            assert len(row["program"]) == 16, row
+        digests = {(row["shape"], row["candidate"]): row["program"] for row in result["rows"]}
+        for shape in {row["shape"] for row in result["rows"]}:
+            assert digests[shape, "groups=B"] == digests[shape, "jax.vmap"]
+            assert digests[shape, "auto"] != digests[shape, "loop"]
+
+
+@pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
+def test_on_the_readme_shape_auto_and_three_engines_are_one_program() -> None:
+    """Kernel size 1: ``auto`` (``shift``), ``shift``, ``matmul`` and ``col2im`` all compile to one batched dot."""
+    fw, case = _bench.framework("jax"), _bench.QUICK_SHAPES["readme"]
+    x_np, w_np = _bench._inputs(case, 0)
+    x, w = fw.convert(x_np), fw.convert(w_np)
+    digests = {c.name: fw.program(c.fn, x, w) for c in fw.candidates(case, _bench.Geometry.of(case)) if c.fn is not None}
+    assert len({digests[name] for name in ("auto", "shift", "matmul", "col2im")}) == 1
+    assert digests["auto"] not in {digests["einsum-windows"], digests["fft"], digests["loop"]}
+    assert fw.program(lambda *_: None, x, w) is None  # nothing to lower: no digest
+
+
+def test_a_program_digest_ignores_where_the_program_was_traced_from() -> None:
+    text = """HloModule jit_step, entry_computation_layout={(f32[2]{0})->f32[2]{0}}
+
+FileNames
+1 "/home/a/model.py"
+
+FunctionNames
+1 "step"
+
+FileLocations
+1 {file_name_id=1 function_name_id=1 line=7 end_line=7 column=1 end_column=9}
+
+StackFrames
+1 {file_location_id=1 parent_frame_id=1}
+
+
+ENTRY %main (x: f32[2]) -> f32[2] {
+  %x = f32[2]{0} parameter(0), metadata={op_name="x"}
+  ROOT %multiply = f32[2]{0} multiply(%x, %x), metadata={op_name="jit(step)/mul" stack_frame_id=1}
+}
+"""
+    elsewhere = text.replace("jit_step", "jit_other").replace("/home/a/model.py", "/srv/b.py").replace('"step"', '"other"')
+    elsewhere = elsewhere.replace("line=7 end_line=7", "line=70 end_line=70").replace("jit(step)/mul", "jit(other)/mul")
+    assert _bench.program_digest(elsewhere) == _bench.program_digest(text)
+    assert len(_bench.program_digest(text)) == 16
+    assert _bench.program_digest(text.replace("multiply(%x, %x)", "add(%x, %x)")) != _bench.program_digest(text)
+    assert _bench.program_digest(text.replace("f32[2]{0})->", "f32[2]{0:T(8)})->")) != _bench.program_digest(text)  # layouts count
 
 
 def test_tables_mark_auto_pick_and_best_baseline(quick_results: dict[str, dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:

@@ -91,6 +91,13 @@ def test_the_method_line_mentions_the_autodiff_floor_only_where_the_run_timed_it
     assert sentence not in method(data)
     next(iter(data["backends"]["torch"]["shapes"]))["autodiff_floor_seconds"] = 6.5e-05
     assert sentence in method(data)
+    digests = "Each JAX row records a digest of its compiled program"
+    for result in data["backends"].values():
+        for row in result["rows"]:
+            row.pop("program", None)
+    assert digests not in method(data)
+    data["backends"]["jax"]["rows"][0]["program"] = "0123456789abcdef"
+    assert digests in method(data)
 
 
 def test_the_page_states_the_allocator_thresholds_the_run_had() -> None:
@@ -173,6 +180,30 @@ def test_auto_behind_the_best_engine_by_noise_alone_says_its_own_engine_kept_up(
     assert report._engine_reason(data, data["item"]) == "the cost model estimates shift below col2im"
     rows[-1] = {"shape": "s", "candidate": "method=shift", "seconds": 14.0}  # JAX names an engine that shares a baseline's name so
     assert report._engine_reason(data, data["item"]).startswith("auto runs shift, whose own row (14.00 s)")
+
+
+def test_one_compiled_program_is_named_before_any_other_reason() -> None:
+    """JAX's README shape: ``auto``, ``shift``, ``matmul`` and ``col2im`` compile to one XLA program (one batched dot)."""
+    report = report_module()
+    data = _data(1.17, 1.1, median=1.3, method="shift", best_engine="matmul")
+    rows = data["backends"]["torch"]["rows"]
+    rows[0]["program"] = "a1b2"
+    rows += [
+        {"shape": "s", "candidate": "matmul", "seconds": 1.0, "program": "a1b2"},
+        {"shape": "s", "candidate": "groups=B", "seconds": 1.1},
+    ]
+    assert report._engine_reason(data, data["item"]) == (
+        "auto compiles to the same program as matmul (XLA's optimized HLO, digest a1b2): the rows differ by the run's "
+        "noise alone, auto's own rounds spread 11%"
+    )
+    assert report._baseline_reason(data, data["item"]) == "6% apart, within auto's own rounds' spread (11%)"  # another program
+    rows[-1]["program"] = "a1b2"
+    assert report._baseline_reason(data, data["item"]).startswith("auto compiles to the same program as groups=B")
+    rows[-2]["program"] = "c3d4"  # programs that differ say nothing
+    assert report._engine_reason(data, data["item"]) == "the cost model estimates shift below matmul"
+    for row in rows:
+        row.pop("program", None)  # runs before digests: as before
+    assert report._baseline_reason(data, data["item"]) == "6% apart, within auto's own rounds' spread (11%)"
 
 
 def test_torch_matmul_and_the_windowed_baselines_are_one_algorithm() -> None:
