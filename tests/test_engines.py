@@ -315,6 +315,36 @@ def test_numpy_shift_chunks_keep_one_product_beside_the_result() -> None:
 
 
 @pytest.mark.skipif("torch" not in BACKENDS, reason="PyTorch backend not requested")
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "kwargs", "copied"),
+    [
+        ((16, 1, 16), (16, 8, 1, 7), {"padding": "same"}, True),  # one input channel: the windows' view reshapes to the columns
+        ((4, 16, 64), (4, 32, 1, 15), {"groups": 16}, True),  # depthwise, two outputs per channel
+        ((2, 1, 8192), (2, 2, 1, 65), {}, True),  # 65 x 8128 elements a sample, but 4 MiB in all: copied
+        ((16, 1, 8192), (16, 2, 1, 65), {}, False),  # 33 MiB in all: bmm's clone of each sample stays in the cache
+    ],
+)
+def test_torch_matmul_hands_bmm_its_columns_copied_where_they_are_small(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], kwargs: dict[str, Any], copied: bool
+) -> None:
+    """Overlapping rows make ``torch.bmm`` multiply (and clone) one sample at a time (see ``_matmul_parts``): small columns are copied."""
+    import torch
+
+    from multiconv.backends import torch as torch_backend
+
+    rng = np.random.default_rng(5)
+    x, w = (torch.tensor(rng.standard_normal(shape).astype(np.float32)) for shape in (x_shape, w_shape))
+    spec = _api.plan(x, w, method="matmul", **kwargs).spec
+    columns = torch_backend._matmul_parts(spec)[0](torch.nn.functional.pad(x, [p for pair in spec.zero_padding for p in pair]))
+    assert columns.is_contiguous() is copied
+    with torch.profiler.profile() as profile:
+        y = multiconv.batch_conv(x, w, method="matmul", **kwargs)
+    selects = sum(event.count for event in profile.key_averages() if event.key == "aten::select")
+    assert (selects < x_shape[0]) is copied  # bmm's loop over the samples selects each
+    assert_matches_reference(y, x, w, method="matmul", **kwargs)
+
+
+@pytest.mark.skipif("torch" not in BACKENDS, reason="PyTorch backend not requested")
 @pytest.mark.parametrize("weight_kind", ["per_sample", "shared"])
 def test_torch_chunked_batches_differentiate_like_the_reference(weight_kind: str) -> None:
     """Chunks of 2 + 2 + 1 samples: the gradients of x, w and bias come back whole, as the reference's."""
