@@ -255,8 +255,11 @@ def aimed_chunk(spec: ConvSpec, method: str, itemsize: int, target: int) -> int:
 #: window per tap, re-read K times: it aims lower (Intel Xeon, 2 chunks side by side,
 #: 512 KiB against 4 MiB: that shape 2.5 -> 1.8 ms, in float64 5.6 -> 4.1; 32 samples of
 #: 256 channels depthwise, K 16, 5.5 -> 2.4; on one thread 5.7 -> 3.4, 10.8 -> 6.6 and
-#: 7.1 -> 5.4).  ``fft`` keeps the shared target.
-NUMPY_CHUNK_TARGETS: Final[Mapping[str, int]] = {"einsum": 4 * 2**20, "matmul": 4 * 2**20, "shift": 2**19}
+#: 7.1 -> 5.4).  ``col2im``'s product, re-read by its shifted sums, aims at 4 MiB too (AMD EPYC, 2
+#: threads, against the whole batch: 64 samples of 64 channels, L 1024, K 3, 30.4 -> 15.3 ms; 256
+#: samples of 16 channels, L 256, K 7, 13.5 -> 5.1; 32 samples of 256 -> 1 channels, 22x22, 6x6, 5.1 -> 4.5).
+#: ``fft`` keeps the shared target.
+NUMPY_CHUNK_TARGETS: Final[Mapping[str, int]] = {"einsum": 4 * 2**20, "matmul": 4 * 2**20, "col2im": 4 * 2**20, "shift": 2**19}
 
 
 #: Multiply-adds a NumPy chunk carries at least, where the workspace limit allows: each chunk

@@ -136,6 +136,11 @@ GPU_FFT_TAPS: Final = 64
 FFT_MIN_TAPS: Final = 32
 #: XLA compiles one dot per kernel tap for a non-depthwise ``shift``: beyond this many taps it is not considered.
 JAX_SHIFT_MAX_TAPS: Final = 32
+#: Engines ``auto`` never runs (nor ``calibrate.py`` times) on a backend; the caller names them.  NumPy's and
+#: PyTorch's ``col2im`` wins where groups have few output and many input channels (a Siamese tracker's
+#: cross-correlation, 256 -> 1 channels, 6x6: 1.1 and 1.6 against 9.6 and 10.0 ms), shapes the calibration
+#: grid lacks; fitted to that grid, their models ranked worse with it (README, the engines' table).
+NAMED_ONLY: Final = {"numpy": frozenset({"col2im"}), "torch": frozenset({"col2im"})}
 #: (forward engine, derivative engine) pairs JAX's ``auto`` never mixes.  Timed as ``auto`` runs them
 #: (``calibrate.py --training --mixed``, Intel, the 16 cases whose forward engine is ``loop``),
 #: ``matmul``'s derivatives after ``loop``'s forward gave the fastest step on one (1.19 ms against
@@ -395,8 +400,10 @@ def estimate_training(backend: str, spec: ConvSpec, method: str) -> float:
 
 
 def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
-    """Whether ``auto`` considers ``method`` at all (the guard rails around the fitted model)."""
+    """Whether ``auto`` considers ``method`` at all (the guard rails around the fitted model; never :data:`NAMED_ONLY`)."""
     taps = math.prod(spec.kernel)
+    if method in NAMED_ONLY.get(backend, ()):
+        return False
     if method == "fft":
         return taps >= FFT_MIN_TAPS
     if method == "shift" and backend == "jax":

@@ -21,8 +21,8 @@ PADDING_STRINGS: Final = ("valid", "same", "causal", "full")
 LAYOUTS: Final = ("channels_first", "channels_last")
 #: Every backend's engines by name (its ``METHODS``, which a test checks), to name the backend of a method another lacks.
 BACKEND_METHODS: Final = {
-    "numpy": ("einsum", "shift", "matmul", "fft"),
-    "torch": ("grouped", "shift", "matmul", "fft"),
+    "numpy": ("einsum", "shift", "matmul", "col2im", "fft"),
+    "torch": ("grouped", "shift", "matmul", "col2im", "fft"),
     "jax": ("vmap", "loop", "shift", "matmul", "col2im", "fft"),
 }
 

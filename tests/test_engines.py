@@ -372,7 +372,7 @@ def test_torch_chunked_batches_differentiate_like_the_reference(weight_kind: str
 
 
 @pytest.mark.skipif("numpy" not in BACKENDS, reason="NumPy backend not requested")
-@pytest.mark.parametrize("method", ["einsum", "shift", "matmul", "fft"])
+@pytest.mark.parametrize("method", ["einsum", "shift", "matmul", "col2im", "fft"])
 def test_numpy_scratch_memory_stays_under_the_limit(method: str) -> None:
     """tracemalloc sees every NumPy allocation: scratch beyond inputs and output stays under the limit."""
     rng = np.random.default_rng(6)
@@ -396,7 +396,7 @@ def test_numpy_scratch_memory_stays_under_the_limit(method: str) -> None:
 
 
 @pytest.mark.skipif("numpy" not in BACKENDS, reason="NumPy backend not requested")
-@pytest.mark.parametrize("method", ["einsum", "shift", "matmul", "fft"])
+@pytest.mark.parametrize("method", ["einsum", "shift", "matmul", "col2im", "fft"])
 def test_numpy_window_engines_work_on_cache_sized_chunks(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
     """im2col, shifted products and einsum see chunks of about NUMPY_CHUNK_TARGETS of workspace; fft the shared 32 MiB."""
     from multiconv.backends import numpy as numpy_backend
@@ -511,8 +511,12 @@ def test_cpu_model_reads_the_vendor_family_and_model(monkeypatch: pytest.MonkeyP
     assert _cost.cpu_model() == ""
 
 
-#: Engines added after a profile was timed (its CPU was not at hand since): ``auto`` does not rank them there.
-UNTIMED: Final = {"GenuineIntel": {"jax": {"col2im"}}}
+#: Engines a profile does not time, so ``auto`` does not rank them there: JAX's ``col2im`` came after the Intel
+#: CPU was timed (it was not at hand since); NumPy's and PyTorch's ``col2im`` are engines to name (``_cost.NAMED_ONLY``).
+UNTIMED: Final[dict[str, dict[str, frozenset[str]]]] = {
+    profile: {**_cost.NAMED_ONLY, **({"jax": frozenset({"col2im"})} if profile == "GenuineIntel" else {})}
+    for profile in ("GenuineIntel", "AuthenticAMD", "AuthenticAMD-family25-model17", "AuthenticAMD-family25-model1")
+}
 
 
 def test_every_profile_models_every_engine_it_has_timed() -> None:
@@ -715,12 +719,28 @@ def test_auto_runs_the_benchmark_shapes_within_10_percent_of_the_fastest_timed_e
         assert _near_the_fastest_timed(backend, spec, row["times"], runs, loops=1), (row["name"], runs, row["times"])
 
 
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b in _cost.NAMED_ONLY])
+def test_named_only_engines_run_when_named_and_never_for_auto(backend: str) -> None:
+    """NumPy's and PyTorch's ``col2im``: a Siamese tracker's cross-correlation (one output channel) named, right; ``auto`` never."""
+    rng = np.random.default_rng(8)
+    x_np, w_np = rng.standard_normal((2, 16, 12, 12)), rng.standard_normal((2, 1, 16, 6, 6))
+    x, w = as_backend(x_np, backend), as_backend(w_np, backend)
+    for method in _cost.NAMED_ONLY[backend]:
+        assert_matches_reference(multiconv.batch_conv(x, w, method=method), x, w, method=method)
+        for profile in _calibration.COEFFICIENTS:
+            spec = _api.plan(x, w).spec
+            assert not _cost.eligible(backend, spec, method)
+            assert method not in _calibration.COEFFICIENTS[profile][backend], profile
+            assert method not in _cost._candidates(backend, spec, _spec.BACKEND_METHODS[backend])
+        assert _api.plan(x, w).spec.method != method
+
+
 @pytest.mark.usefixtures("fresh_profile")
 @pytest.mark.parametrize("profile", list(_calibration.COEFFICIENTS))
 def test_auto_ranks_only_the_engines_its_profile_timed(monkeypatch: pytest.MonkeyPatch, profile: str) -> None:
     """An engine a profile has no coefficients for (:data:`UNTIMED`) is never ``auto``'s, forward or derivative; named, it runs."""
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
-    untimed = UNTIMED.get(profile, {}).get("jax", set())
+    untimed = UNTIMED.get(profile, {}).get("jax", frozenset())
     methods = _spec.BACKEND_METHODS["jax"]
     for case in _bench.SHAPES.values():
         x, w = np.ones(case.x_shape, case.dtype), np.ones(case.w_shape, case.dtype)

@@ -333,13 +333,13 @@ def _numpy_cases() -> list[ParameterSet]:
             id="method-grouped-on-numpy",
         ),
         p(
-            call(method="col2im"),
+            call(method="loop"),
             ValueError,
             _lit(
-                "method='col2im' is not supported; expected one of 'auto', 'einsum'",
-                "'col2im' is an engine of the jax backend: pass backend='jax'",
+                "method='loop' is not supported; expected one of 'auto', 'einsum'",
+                "'loop' is an engine of the jax backend: pass backend='jax'",
             ),
-            id="method-col2im-on-numpy",
+            id="method-loop-on-numpy",
         ),
         p(call(method=None), TypeError, _lit("method=None (type NoneType) must be a string"), id="method-none"),
         p(

@@ -50,7 +50,7 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 
 
 @needs_threads
-@pytest.mark.parametrize("method", ["einsum", "shift", "matmul", "fft"])
+@pytest.mark.parametrize("method", ["einsum", "shift", "matmul", "col2im", "fft"])
 def test_side_by_side_chunks_give_the_serial_result_bit_for_bit(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
     x, w = _dense()
     runs = _spy(monkeypatch)

@@ -147,6 +147,7 @@ METHODS: Final[Mapping[str, Callable[[ConvSpec], Engine]]] = {
     "einsum": _einsum,
     "shift": partial(_engines.shift, OPS),
     "matmul": partial(_engines.matmul, OPS),
+    "col2im": partial(_engines.col2im, OPS),
     "fft": partial(_engines.fft, OPS),
 }
 

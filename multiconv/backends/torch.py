@@ -532,6 +532,7 @@ METHODS: Final[Mapping[str, Callable[[ConvSpec], Engine]]] = {
     "grouped": _grouped,
     "shift": _shared(_engines.shift),
     "matmul": _shared(_matmul),
+    "col2im": _shared(_engines.col2im),
     "fft": _shared(_engines.fft),
 }
 
