@@ -251,6 +251,9 @@ def measure(
 ) -> list[dict[str, Any]]:
     """Time every engine of ``backend`` (or only ``methods``) on every case (``training``: its training step).
 
+    Never the engines ``auto`` does not run on ``backend`` (``multiconv._cost.NAMED_ONLY``): a fit of them
+    would make ``auto`` rank them.
+
     ``mixed`` (JAX training steps): instead, the steps ``auto`` may train with, in one process: the
     forward engine ``auto`` picks (``F``) differentiated through itself, and ``F``'s forward with the
     derivatives of every other engine it may pick (``spec.tangent_method``), stored per row as
@@ -259,7 +262,8 @@ def measure(
     if backend == "jax":
         importlib.import_module("jax").config.update("jax_enable_x64", True)  # noqa: FBT003
     api, cost = importlib.import_module("multiconv._api"), importlib.import_module("multiconv._cost")
-    methods = methods or list(importlib.import_module(f"multiconv.backends.{backend}").METHODS)
+    named_only = cost.NAMED_ONLY.get(backend, frozenset())
+    methods = [m for m in methods or importlib.import_module(f"multiconv.backends.{backend}").METHODS if m not in named_only]
     framework = importlib.import_module("multiconv._bench").framework(backend)
     rows = []
     for number, case in enumerate(cases, 1):

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from multiconv._cost import FFT_MIN_TAPS, WIDE_LOOP_DTYPES
+from multiconv._cost import FFT_MIN_TAPS, NAMED_ONLY, WIDE_LOOP_DTYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,6 +161,15 @@ def _baseline_reason(data: dict[str, Any], item: dict[str, Any], *, training: bo
     return ""
 
 
+def _kept_out_reason(backend: str, best: str, taps: int) -> str:
+    """Where the best engine is one ``auto`` may not run: a named-only engine, or ``fft`` below its taps."""
+    if best in NAMED_ONLY.get(backend, ()):
+        return f"{best} is an engine to name on {backend}: auto does not rank it there (multiconv._cost.NAMED_ONLY)"
+    if best == "fft" and taps < FFT_MIN_TAPS:
+        return f"fft is kept out below {FFT_MIN_TAPS} kernel taps ({taps} here): NaN locality and elementwise accuracy"
+    return ""
+
+
 def _engine_reason(data: dict[str, Any], item: dict[str, Any]) -> str:
     """Why auto is more than 10% above the best engine."""
     backend, method, best = item["backend"], item["auto_method"], item["best_engine"]
@@ -185,8 +194,8 @@ def _engine_reason(data: dict[str, Any], item: dict[str, Any]) -> str:
         )
     shape = next(s for s in data["backends"][backend]["shapes"] if s["name"] == item["shape"])
     taps = math.prod(shape["w_shape"][len(shape["x_shape"]) :])
-    if best == "fft" and taps < FFT_MIN_TAPS:
-        return f"fft is kept out below {FFT_MIN_TAPS} kernel taps ({taps} here): NaN locality and elementwise accuracy"
+    if kept_out := _kept_out_reason(backend, best, taps):
+        return kept_out
     if best == "grouped" and (charged := _charged_fold_reason(data, item)):
         return charged
     return f"the cost model estimates {method} below {best}"

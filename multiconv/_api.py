@@ -287,7 +287,9 @@ flip : bool
 method : str
     ``"auto"`` (a cost model picks) or an engine of the computing backend:
     ``"shift"`` (one batched matmul per kernel offset), ``"matmul"`` (im2col
-    windows and one batched matmul), ``"fft"`` (overlap-save), or the
+    windows and one batched matmul), ``"col2im"`` (one batched matmul of every
+    kernel offset's weight with the whole input, its slices added, shifted; on
+    NumPy and PyTorch only when named), ``"fft"`` (overlap-save), or the
     framework's direct one: ``"einsum"`` (NumPy), ``"grouped"`` (PyTorch),
     ``"vmap"`` and ``"loop"`` (JAX).
 backend : {{None, "numpy", "torch", "jax"}}

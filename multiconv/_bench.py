@@ -249,7 +249,7 @@ class Candidate:
     reason: str = ""  # why it is "n/a" (fn is None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _BoundStep:
     """A compiled training step ``step(x, w, g)`` with its cotangent bound: called and lowered as ``(x, w)``.
 
@@ -268,12 +268,16 @@ class _BoundStep:
 
 
 #: What :func:`program_digest` drops from XLA's HLO text: debug metadata (source lines, op names of the
-#: Python functions traced), the module's name and the tables of file and function names.
+#: Python functions traced; quoted strings may hold braces), the module's name and the tables of file
+#: and function names.
 _HLO_NOISE: Final = (
-    re.compile(r", metadata=\{[^{}]*\}"),
+    re.compile(r', metadata=\{(?:[^{}"]|"(?:[^"\\]|\\.)*")*\}'),
     re.compile(r"^HloModule \S+", re.MULTILINE),
     re.compile(r"^(?:FileNames|FunctionNames|FileLocations|StackFrames)\n(?:\d+ .*\n)*", re.MULTILINE),
 )
+#: Instruction, parameter and computation names with XLA's numeric suffix (``%dot.5``, ``param_0.6``), which
+#: count the instructions created while tracing: :func:`program_digest` renumbers them in order of appearance.
+_HLO_NAME: Final = re.compile(r"(?<![\w.])(%?[A-Za-z_][\w-]*)\.(\d+)\b")
 
 
 def program_digest(hlo_text: str) -> str:
@@ -284,7 +288,12 @@ def program_digest(hlo_text: str) -> str:
     """
     for pattern in _HLO_NOISE:
         hlo_text = pattern.sub("", hlo_text)
-    return hashlib.sha256(hlo_text.encode()).hexdigest()[:16]
+    names: dict[str, str] = {}
+
+    def renumbered(match: re.Match[str]) -> str:
+        return names.setdefault(match.group(0), f"{match.group(1)}.{len(names)}")
+
+    return hashlib.sha256(_HLO_NAME.sub(renumbered, hlo_text).encode()).hexdigest()[:16]
 
 
 def _xla_program(fn: Callable[[Any, Any], Any], x: Any, w: Any) -> str | None:

@@ -227,6 +227,13 @@ ENTRY %main (x: f32[2]) -> f32[2] {
     elsewhere = text.replace("jit_step", "jit_other").replace("/home/a/model.py", "/srv/b.py").replace('"step"', '"other"')
     elsewhere = elsewhere.replace("line=7 end_line=7", "line=70 end_line=70").replace("jit(step)/mul", "jit(other)/mul")
     assert _bench.program_digest(elsewhere) == _bench.program_digest(text)
+    counted = """ENTRY %main.5 (x.1: f32[2]) -> f32[2] {
+  %x.1 = f32[2]{0} parameter(0), metadata={op_name="x{0}"}
+  ROOT %multiply.3 = f32[2]{0} multiply(%x.1, %x.1), metadata={op_name="jit(a)/mul"}
+}"""
+    recounted = counted.replace("main.5", "main.9").replace("x.1", "x.7").replace("multiply.3", "multiply.11").replace("jit(a)", "jit(b)")
+    assert _bench.program_digest(recounted) == _bench.program_digest(counted)  # XLA's counters, and a brace in a quoted name
+    assert _bench.program_digest(counted.replace("(%x.1, %x.1)", "(%x.1, %multiply.3)")) != _bench.program_digest(counted)
     assert len(_bench.program_digest(text)) == 16
     assert _bench.program_digest(text.replace("multiply(%x, %x)", "add(%x, %x)")) != _bench.program_digest(text)
     assert _bench.program_digest(text.replace("f32[2]{0})->", "f32[2]{0:T(8)})->")) != _bench.program_digest(text)  # layouts count

@@ -170,7 +170,9 @@ def test_auto_behind_the_best_engine_by_noise_alone_says_its_own_engine_kept_up(
     """JAX's README shape: ``auto`` ran ``shift`` (19.8 us) while ``shift``'s own row took 14.0 and ``col2im`` 13.8."""
     report = report_module()
     data = _data(19.8, 15.4, median=32.5, method="shift", best_engine="col2im")
-    rows = data["backends"]["torch"]["rows"]
+    data["backends"]["jax"] = data["backends"].pop("torch")
+    data["item"]["backend"] = "jax"
+    rows = data["backends"]["jax"]["rows"]
     rows += [{"shape": "s", "candidate": "col2im", "seconds": 13.8}, {"shape": "s", "candidate": "shift", "seconds": 14.0}]
     assert report._engine_reason(data, data["item"]) == (
         "auto runs shift, whose own row (14.00 s) is within 10% of col2im (13.80 s): auto and the engine it runs are "
@@ -178,6 +180,11 @@ def test_auto_behind_the_best_engine_by_noise_alone_says_its_own_engine_kept_up(
     )
     rows[-1]["seconds"] = 15.5  # the engine itself slower than the 10% slack: the cost model's choice is at stake
     assert report._engine_reason(data, data["item"]) == "the cost model estimates shift below col2im"
+    data["backends"]["torch"] = data["backends"].pop("jax")
+    data["item"]["backend"] = "torch"  # PyTorch's col2im: auto never runs it
+    assert report._engine_reason(data, data["item"]) == (
+        "col2im is an engine to name on torch: auto does not rank it there (multiconv._cost.NAMED_ONLY)"
+    )
     rows[-1] = {"shape": "s", "candidate": "method=shift", "seconds": 14.0}  # JAX names an engine that shares a baseline's name so
     assert report._engine_reason(data, data["item"]).startswith("auto runs shift, whose own row (14.00 s)")
 

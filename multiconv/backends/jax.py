@@ -1,10 +1,11 @@
 """JAX backend: the shared engines of :mod:`multiconv._engines` plus ``vmap`` and ``loop``.
 
 ``vmap`` is ``jax.vmap`` over ``jax.lax.conv_general_dilated``; ``loop`` one such
-convolution per sample.  ``col2im`` is JAX's alone: XLA runs its one product and
+convolution per sample.  Only JAX's ``auto`` runs ``col2im``: XLA runs its one product and
 shifted sums faster than an im2col buffer (the benchmark's 64 samples of 64 channels,
 L 1024, K 3, AMD EPYC: 7.2 against 10.8 ms for ``matmul``), where NumPy and PyTorch
-ran it slower than their other engines (9.0 against 5.4, 23.7 against 5.3 ms).  The whole
+ran it slower than their other engines (9.0 against 5.4, 23.7 against 5.3 ms; theirs
+is an engine to name, ``multiconv._cost.NAMED_ONLY``).  The whole
 convolution is one jitted function per spec (a static argument), so an eager call
 costs one dispatch and, inside the caller's ``jit``, it is inlined.
 """

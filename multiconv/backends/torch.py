@@ -316,8 +316,8 @@ class _WindowProduct(torch.autograd.Function):
     @staticmethod
     def forward(x: torch.Tensor, w: torch.Tensor, spec: ConvSpec) -> tuple[torch.Tensor, torch.Tensor]:
         columns, product = _matmul_parts(spec)
-        buffer = columns(x)
-        return product(w, buffer), buffer
+        buffer = columns(x)  # saved as the windows' view: a copy (_bmm_ready) lives only while multiplied
+        return product(w, _bmm_ready(spec, buffer)), buffer
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -343,7 +343,7 @@ class _WindowProduct(torch.autograd.Function):
             dx = batch_conv(g, swapped, padding="full", dilation=spec.dilation, groups=groups, flip=True)
         if ctx.needs_input_grad[1]:
             rows = g.reshape(batch, groups, spec.group_out_channels, -1)
-            dw = (rows @ buffer.transpose(-1, -2)).reshape(w.shape)
+            dw = (rows @ _bmm_ready(spec, buffer).transpose(-1, -2)).reshape(w.shape)
         return dx, dw, None
 
 
@@ -464,7 +464,7 @@ def _shared(engine: Callable[[Any, ConvSpec], Engine]) -> Callable[[ConvSpec], E
     return build
 
 
-#: :func:`_matmul_parts` copies the columns of a whole batch up to this many bytes, and beyond it
+#: :func:`_columns_copied`: the columns of a whole batch are copied up to this many bytes, and beyond it
 #: those of one sample and group up to :data:`MATMUL_COPY_MAX_ELEMENTS` elements.
 MATMUL_COPY_MAX_BYTES: Final = CHUNK_TARGET
 MATMUL_COPY_MAX_ELEMENTS: Final = 4096
@@ -474,7 +474,9 @@ MATMUL_COPY_MAX_ELEMENTS: Final = 4096
 def _matmul_parts(spec: ConvSpec) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
     """The ``matmul`` engine's ``columns(x)`` and ``product(w, columns)``.
 
-    The columns are copied where they are small.  Where the windows' view reshapes to
+    The columns are the windows' view, copied before their product where they are small
+    (:func:`_columns_copied`; :class:`_WindowProduct` keeps the view for its backward and
+    copies it again there, rather than holding the copy).  Where the windows' view reshapes to
     the buffer's layout without a copy (1-D, one input channel per group), ``torch.bmm``
     gets overlapping rows, which its CPU code multiplies one sample and group at a time,
     cloning each: a few microseconds a matrix, which the copy saves, at the price of
@@ -498,22 +500,35 @@ def _matmul_parts(spec: ConvSpec) -> tuple[Callable[[torch.Tensor], torch.Tensor
       68 MB), 4.9-5.5 against 8.2-8.4; 16 samples of 64 channels depthwise, L 512, 31
       taps (15 thousand, 61 MB), 5.8-6.8 against 6.7-7.3.
     """
-    columns = _engines.im2col(OPS, spec)
+    return _engines.im2col(OPS, spec), _engines.columns_product(OPS, spec)
+
+
+@lru_cache(maxsize=256)
+def _columns_copied(spec: ConvSpec) -> bool:
+    """Whether :func:`_matmul_parts`'s columns are copied before their product (the rule there).
+
+    The whole batch's columns are counted: up to :data:`MATMUL_COPY_MAX_BYTES`, the batch is one chunk.
+    """
     each = spec.group_in_channels * math.prod(spec.kernel) * math.prod(spec.out_size)
-    itemsize = 4 if spec.dtype in HALF_DTYPES else getattr(torch, spec.dtype).itemsize
-    if each > MATMUL_COPY_MAX_ELEMENTS and spec.batch * spec.groups * each * itemsize > MATMUL_COPY_MAX_BYTES:
-        return columns, _engines.columns_product(OPS, spec)
+    whole = spec.batch * spec.groups * each * _compute_itemsize(spec)
+    return each <= MATMUL_COPY_MAX_ELEMENTS or whole <= MATMUL_COPY_MAX_BYTES
 
-    def copied(x: torch.Tensor) -> torch.Tensor:
-        buffer: torch.Tensor = columns(x).contiguous()
-        return buffer
 
-    return copied, _engines.columns_product(OPS, spec)
+def _bmm_ready(spec: ConvSpec, columns: torch.Tensor) -> torch.Tensor:
+    """``columns`` as ``torch.bmm`` gets them: copied where :func:`_columns_copied`."""
+    return columns.contiguous() if _columns_copied(spec) else columns
+
+
+def _compute_itemsize(spec: ConvSpec) -> int:
+    """Bytes per element as the engines compute: half precision widened to float32 on the CPU (and for ``fft``)."""
+    widen = spec.dtype in HALF_DTYPES and (not _on_accelerator(spec) or spec.method == "fft")
+    return 4 if widen else int(getattr(torch, spec.dtype).itemsize)
 
 
 def _matmul(ops: _TorchOps, spec: ConvSpec) -> Engine:
     """The shared ``matmul`` engine; with stride 1 and per-sample weights, :class:`_WindowProduct` where autograd records."""
-    run = _engines.matmul(ops, spec, _matmul_parts(spec)[0])
+    columns = _matmul_parts(spec)[0]
+    run = _engines.matmul(ops, spec, lambda x: _bmm_ready(spec, columns(x)))
     if not (spec.per_sample_weight and all(s == 1 for s in spec.stride)):
         return run
 
@@ -580,7 +595,7 @@ def prepare(spec: ConvSpec) -> Runner:
     work is done in float32.
     """
     widen = spec.dtype in HALF_DTYPES and (not _on_accelerator(spec) or spec.method == "fft")
-    itemsize = 4 if widen else getattr(torch, spec.dtype).itemsize
+    itemsize = _compute_itemsize(spec)
     engine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _batched(spec, itemsize)
     channels_last, broadcast = spec.channels_last, spec.weight_kind == "broadcast"
     flip_dims = tuple(range(-spec.ndim, 0)) if spec.flip else None
