@@ -561,14 +561,15 @@ def mixed_picks(backend: str, rows: list[dict[str, Any]], coefficients: dict[str
 
     The pick is :func:`multiconv._cost.choose_tangent`'s with ``coefficients`` (the fit of the
     engines' own steps, :func:`multiconv._cost.pick_tangent`), among candidates that must all
-    have been timed; the fastest, of all those timed.  The stored
+    have been timed (those :func:`multiconv._cost.tangent_allowed` lets follow the forward); the fastest, of all those timed.  The stored
     forward engine is taken as it is (the tests check it against ``auto``'s current pick).
     """
     cost = importlib.import_module("multiconv._cost")
     picks = []
     for row, spec in _mixed_rows(rows):
         times = row["mixed"]["times"]
-        untimed = sorted(set(cost.tangent_candidates(backend, spec, coefficients)) - set(times))
+        allowed = {m for m in cost.tangent_candidates(backend, spec, coefficients) if cost.tangent_allowed(spec, m)}
+        untimed = sorted(allowed - set(times))
         if untimed:
             raise ValueError(f"{row['name']}: the mixed steps of {untimed} were not timed; time them (--mixed)")
         picked = cost.pick_tangent(backend, spec, coefficients)

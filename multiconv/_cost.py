@@ -78,7 +78,8 @@ when the kernel is long enough to pay, in practice 64 taps or more on a CPU; nam
 another ``method`` to avoid it altogether), and JAX's ``shift`` only for depthwise
 convolutions or kernels of at most :data:`JAX_SHIFT_MAX_TAPS` taps (XLA compiles one
 dot per tap), and its ``col2im`` for as many slices (one of the product per tap it sums,
-in 2-D and 3-D one per leading offset's window copied too: 7x7 is 14);
+in 2-D and 3-D one per leading offset's window copied too: 7x7 is 14), or up to
+:data:`JAX_COL2IM_MAX_SLICES` for groups of many more input than output channels;
 JAX's ``loop`` only without groups, up to :data:`JAX_LOOP_MAX_BATCH`
 samples (one compiled convolution per sample: its compile time grows with the
 batch) and, with per-sample weights, from :data:`JAX_LOOP_MIN_SAMPLE_MACS`
@@ -136,6 +137,16 @@ GPU_FFT_TAPS: Final = 64
 FFT_MIN_TAPS: Final = 32
 #: XLA compiles one dot per kernel tap for a non-depthwise ``shift``: beyond this many taps it is not considered.
 JAX_SHIFT_MAX_TAPS: Final = 32
+#: JAX's ``col2im`` compiles one product and a slice of it per tap it sums (:func:`col2im_slices`), which XLA compiles
+#: fast (8 samples, 256 -> 1 channels, 26x26, 10x10 taps: 0.17 s; 31x31, 15x15: 0.56 s; 8 -> 8 channels, 257 taps:
+#: 0.59 s, where ``matmul`` took 0.7 to 1.5 s).  Beyond :data:`JAX_SHIFT_MAX_TAPS` slices it is still considered, up
+#: to this many, where its product is the smaller: groups of at least :data:`JAX_COL2IM_NARROW` times as many input as
+#: output channels (its product holds a row per tap and output channel, im2col one per tap and input channel).  A
+#: Siamese tracker's cross-correlation, 8 samples of 256 -> 1 channels, 22x22, 6x6 (36 slices), took 0.69 ms against
+#: ``loop``'s 8.2 and ``matmul``'s 12.8 (256 -> 4: 2.95 against 8.1), 7x7 1.1 against ``fft``'s 6.8.
+JAX_COL2IM_MAX_SLICES: Final = 256
+#: See :data:`JAX_COL2IM_MAX_SLICES`.
+JAX_COL2IM_NARROW: Final = 4
 #: Engines ``auto`` never runs (nor ``calibrate.py`` times) on a backend; the caller names them.  NumPy's and
 #: PyTorch's ``col2im`` wins where groups have few output and many input channels (a Siamese tracker's
 #: cross-correlation, 256 -> 1 channels, 6x6: 1.1 and 1.6 against 9.6 and 10.0 ms), shapes the calibration
@@ -409,7 +420,9 @@ def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
     if method == "shift" and backend == "jax":
         return spec.group_in_channels == 1 or taps <= JAX_SHIFT_MAX_TAPS
     if method == "col2im":  # one slice of the product per tap it sums compiled, like shift's dots, and one per window copied
-        return col2im_slices(spec) <= JAX_SHIFT_MAX_TAPS
+        slices = col2im_slices(spec)
+        narrow = spec.group_out_channels * JAX_COL2IM_NARROW <= spec.group_in_channels
+        return slices <= JAX_SHIFT_MAX_TAPS or (narrow and slices <= JAX_COL2IM_MAX_SLICES)
     if method == "loop":  # ungrouped only: each sample's convolution must avoid XLA's grouped path
         sample_macs = spec.out_channels * spec.in_channels * taps * math.prod(spec.out_size)
         small = spec.per_sample_weight and sample_macs < JAX_LOOP_MIN_SAMPLE_MACS
