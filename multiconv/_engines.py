@@ -47,6 +47,14 @@ class Ops(Protocol):
         0: one running sum, updated in place where the framework allows.
         """
 
+    @property
+    def strided_operands_copied(self) -> bool:
+        """Whether :meth:`matmul` copies, matrix by matrix, an operand strided in both its matrix dims.
+
+        NumPy's ``matmul`` then multiplies without BLAS, PyTorch's ``bmm`` clones each matrix:
+        :func:`shift` stacks each tap's weights contiguously first.
+        """
+
     def total(self, sums: list[Any]) -> Any:
         """The sum of :func:`shift`'s running sums (:func:`pairwise_sum`, or a framework's variant)."""
 
@@ -179,7 +187,10 @@ def shift(ops: Ops, spec: ConvSpec) -> Engine:
         xg = x if same_x else x.reshape((rows, *x_tail))
         w_rows = rows if per_sample else groups
         stacked = w.reshape((w_rows, og, cg, taps_count))
-        weights = tuple(stacked[..., number] for number in range(taps_count))
+        weights = tuple(stacked[..., number] for number in range(taps_count))  # strided by the taps
+        if not depthwise and ops.strided_operands_copied:
+            contiguous = ops.stack(list(weights), axis=0)
+            weights = tuple(contiguous[number] for number in range(taps_count))
         sums: list[Any] = []
         for number, (window, weight) in enumerate(zip(windows, weights, strict=True)):
             taps = xg if window is None else xg[window]

@@ -64,6 +64,7 @@ class _NumpyOps:
     """:class:`multiconv._engines.Ops` for NumPy."""
 
     terms_per_sum: Final = 0
+    strided_operands_copied: Final = True  # a matrix strided in both dims is multiplied without BLAS
     total: Final = staticmethod(pairwise_sum)
 
     @staticmethod

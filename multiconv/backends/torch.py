@@ -390,6 +390,7 @@ class _TorchOps:
     """:class:`multiconv._engines.Ops` for PyTorch."""
 
     terms_per_sum: Final = 0
+    strided_operands_copied: Final = True  # bmm clones such a matrix per product
     total: Final = staticmethod(pairwise_sum)
 
     @staticmethod
