@@ -13,7 +13,8 @@ Usage (from the repository root, on an otherwise idle machine; needs scipy)::
 Each backend is measured in its own process over a grid of shapes (the
 benchmark's shapes, weighted up, plus a seeded random grid of 1-D and 2-D
 convolutions: dense, grouped and depthwise; kernels of 1 to 257 taps; strides,
-dilations; float32, float64, complex64).  Every engine is timed (JAX under
+dilations; float32, float64, complex64; and, since 2026-12-07, a few shapes it rarely
+draws: :data:`EDGE_CASES`).  Every engine is timed (JAX under
 ``jax.jit``): after a warm-up call (which compiles), the best of three blocks of
 calls lasting at least 30 ms each (each after an untimed call, since 2026-12-06; seven blocks
 on the benchmark's shapes, since 2026-12-07: :data:`BENCHMARK_ROUNDS`), the engines of a case
@@ -155,6 +156,42 @@ def grid_cases(count: int, seed: int = 0) -> list[dict[str, Any]]:
     return cases
 
 
+#: Shapes the random grid rarely draws, where ``auto`` picked slowly off the grid (2026-12-07, a sweep of 40
+#: random shapes on the Zen 3 EPYC): kernels as long as the input, whose few outputs make ``fft``'s transforms of the
+#: weight cost more than the product (JAX 3.6 and NumPy 5.4 times the fastest engine on 2 -> 16 channels, L 32,
+#: 32 taps: ``fft``'s fitted fixed cost was 0), a Siamese tracker's cross-correlations (many input channels, few
+#: outputs), a 1x1 reduction with a stride, and small or thin products.  Named ``grid-*``: weighted as grid cases.
+#: Each: (name, x's shape, w's shape, keyword arguments).
+EDGE_CASES: tuple[tuple[str, tuple[int, ...], tuple[int, ...], dict[str, Any]], ...] = (
+    ("grid-kernel-as-long", (1, 2, 32), (1, 16, 2, 32), {}),
+    ("grid-kernel-nearly-as-long", (4, 16, 32), (4, 8, 16, 31), {}),
+    ("grid-long-kernel-44-outputs", (8, 4, 300), (8, 8, 4, 257), {}),
+    ("grid-long-kernel-25-outputs", (16, 8, 281), (16, 4, 8, 257), {}),
+    ("grid-depthwise-64-taps", (2, 32, 256), (2, 32, 1, 64), {"groups": 32}),
+    ("grid-siamese", (8, 256, 22, 22), (8, 1, 256, 6, 6), {}),
+    ("grid-siamese-4-outputs", (8, 256, 22, 22), (8, 4, 256, 6, 6), {}),
+    ("grid-siamese-depthwise", (8, 256, 29, 29), (8, 256, 1, 5, 5), {"groups": 256}),
+    ("grid-1x1-reduction-stride-2", (64, 96, 32, 32), (64, 1, 96, 1, 1), {"stride": 2}),
+    ("grid-thin-stride-2", (64, 2, 1024), (64, 16, 2, 5), {"stride": 2}),
+    ("grid-rgb-5x5", (2, 3, 32, 32), (2, 1, 3, 5, 5), {}),
+    ("grid-one-channel-same", (128, 1, 16), (128, 8, 1, 7), {"padding": "same"}),
+)
+
+
+def edge_cases() -> list[dict[str, Any]]:
+    """:data:`EDGE_CASES` as calibration cases (float32)."""
+    return [
+        {
+            "name": name,
+            "x": list(x),
+            "w": list(w),
+            "kwargs": {"groups": 1, "stride": 1, "dilation": 1, "padding": "valid", **kwargs},
+            "dtype": "float32",
+        }
+        for name, x, w, kwargs in EDGE_CASES
+    ]
+
+
 def _arrays(case: dict[str, Any], backend: str) -> tuple[Any, Any]:
     rng = np.random.default_rng(0)
     dtype = np.dtype(case["dtype"])
@@ -251,9 +288,6 @@ def measure(
 ) -> list[dict[str, Any]]:
     """Time every engine of ``backend`` (or only ``methods``) on every case (``training``: its training step).
 
-    Never the engines ``auto`` does not run on ``backend`` (``multiconv._cost.NAMED_ONLY``): a fit of them
-    would make ``auto`` rank them.
-
     ``mixed`` (JAX training steps): instead, the steps ``auto`` may train with, in one process: the
     forward engine ``auto`` picks (``F``) differentiated through itself, and ``F``'s forward with the
     derivatives of every other engine it may pick (``spec.tangent_method``), stored per row as
@@ -262,8 +296,7 @@ def measure(
     if backend == "jax":
         importlib.import_module("jax").config.update("jax_enable_x64", True)  # noqa: FBT003
     api, cost = importlib.import_module("multiconv._api"), importlib.import_module("multiconv._cost")
-    named_only = cost.NAMED_ONLY.get(backend, frozenset())
-    methods = [m for m in methods or importlib.import_module(f"multiconv.backends.{backend}").METHODS if m not in named_only]
+    methods = list(methods or importlib.import_module(f"multiconv.backends.{backend}").METHODS)
     framework = importlib.import_module("multiconv._bench").framework(backend)
     rows = []
     for number, case in enumerate(cases, 1):
@@ -755,7 +788,7 @@ def main() -> int:
     cost = importlib.import_module("multiconv._cost")
     profile = args.profile or cost.cpu_model() or cost.cpu_vendor() or "unknown"
     data = DATA / profile
-    cases = grid_cases(10) if args.quick else benchmark_cases() + grid_cases(args.cases)
+    cases = grid_cases(10) if args.quick else benchmark_cases() + grid_cases(args.cases) + edge_cases()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     if args.measure:
         path = timings_path(data, args.measure, training=args.training)

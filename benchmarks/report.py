@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from multiconv._cost import FFT_MIN_TAPS, NAMED_ONLY, WIDE_LOOP_DTYPES
+from multiconv._cost import COL2IM_NARROW, FFT_MIN_TAPS, WIDE_LOOP_DTYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,10 +161,14 @@ def _baseline_reason(data: dict[str, Any], item: dict[str, Any], *, training: bo
     return ""
 
 
-def _kept_out_reason(backend: str, best: str, taps: int) -> str:
-    """Where the best engine is one ``auto`` may not run: a named-only engine, or ``fft`` below its taps."""
-    if best in NAMED_ONLY.get(backend, ()):
-        return f"{best} is an engine to name on {backend}: auto does not rank it there (multiconv._cost.NAMED_ONLY)"
+def _kept_out_reason(backend: str, best: str, shape: dict[str, Any]) -> str:
+    """Where the best engine is one ``auto`` may not run: NumPy's or PyTorch's ``col2im`` off narrow groups, or ``fft`` below its taps."""
+    w_shape, spatial = shape["w_shape"], len(shape["x_shape"]) - 2
+    taps = math.prod(w_shape[-spatial:])
+    out_channels, group_in_channels = w_shape[-spatial - 2 : -spatial]
+    narrow = out_channels // shape.get("groups", 1) * COL2IM_NARROW <= group_in_channels
+    if best == "col2im" and backend != "jax" and not narrow:
+        return f"auto considers col2im on {backend} only for groups of {COL2IM_NARROW}x as many input as output channels"
     if best == "fft" and taps < FFT_MIN_TAPS:
         return f"fft is kept out below {FFT_MIN_TAPS} kernel taps ({taps} here): NaN locality and elementwise accuracy"
     return ""
@@ -193,8 +197,7 @@ def _engine_reason(data: dict[str, Any], item: dict[str, Any]) -> str:
             f"{_spread(rows['auto']):.0%}"
         )
     shape = next(s for s in data["backends"][backend]["shapes"] if s["name"] == item["shape"])
-    taps = math.prod(shape["w_shape"][len(shape["x_shape"]) :])
-    if kept_out := _kept_out_reason(backend, best, taps):
+    if kept_out := _kept_out_reason(backend, best, shape):
         return kept_out
     if best == "grouped" and (charged := _charged_fold_reason(data, item)):
         return charged

@@ -79,7 +79,8 @@ another ``method`` to avoid it altogether), and JAX's ``shift`` only for depthwi
 convolutions or kernels of at most :data:`JAX_SHIFT_MAX_TAPS` taps (XLA compiles one
 dot per tap), and its ``col2im`` for as many slices (one of the product per tap it sums,
 in 2-D and 3-D one per leading offset's window copied too: 7x7 is 14), or up to
-:data:`JAX_COL2IM_MAX_SLICES` for groups of many more input than output channels;
+:data:`JAX_COL2IM_MAX_SLICES` for groups of many more input than output channels (NumPy's and
+PyTorch's ``col2im`` only for those: :data:`COL2IM_NARROW`);
 JAX's ``loop`` only without groups, up to :data:`JAX_LOOP_MAX_BATCH`
 samples (one compiled convolution per sample: its compile time grows with the
 batch) and, with per-sample weights, from :data:`JAX_LOOP_MIN_SAMPLE_MACS`
@@ -137,21 +138,20 @@ GPU_FFT_TAPS: Final = 64
 FFT_MIN_TAPS: Final = 32
 #: XLA compiles one dot per kernel tap for a non-depthwise ``shift``: beyond this many taps it is not considered.
 JAX_SHIFT_MAX_TAPS: Final = 32
+#: ``col2im``'s product holds a row per kernel tap and output channel of a group, im2col one per tap and input
+#: channel: where groups have at least this many times as many input as output channels, its product is the smaller
+#: (a Siamese tracker's cross-correlation, 8 samples of 256 -> 1 channels, 22x22, 6x6, Zen 3 EPYC: NumPy 1.1 ms
+#: against 9.6 for its best other engine, PyTorch 1.6 against 10.0, JAX 0.69 against ``loop``'s 8.2).  NumPy's and
+#: PyTorch's ``col2im`` is considered only there: elsewhere it ran slower than their other engines (the benchmark's
+#: dense64 shape: 9.0 against 5.4 and 23.7 against 5.3 ms), and fitted to every calibration shape their models
+#: ranked worse with it (PyTorch's forward: the fastest engine on 54 of 78 shapes, worst 7.1 times, against 64).
+COL2IM_NARROW: Final = 4
 #: JAX's ``col2im`` compiles one product and a slice of it per tap it sums (:func:`col2im_slices`), which XLA compiles
 #: fast (8 samples, 256 -> 1 channels, 26x26, 10x10 taps: 0.17 s; 31x31, 15x15: 0.56 s; 8 -> 8 channels, 257 taps:
-#: 0.59 s, where ``matmul`` took 0.7 to 1.5 s).  Beyond :data:`JAX_SHIFT_MAX_TAPS` slices it is still considered, up
-#: to this many, where its product is the smaller: groups of at least :data:`JAX_COL2IM_NARROW` times as many input as
-#: output channels (its product holds a row per tap and output channel, im2col one per tap and input channel).  A
-#: Siamese tracker's cross-correlation, 8 samples of 256 -> 1 channels, 22x22, 6x6 (36 slices), took 0.69 ms against
-#: ``loop``'s 8.2 and ``matmul``'s 12.8 (256 -> 4: 2.95 against 8.1), 7x7 1.1 against ``fft``'s 6.8.
+#: 0.59 s, where ``matmul`` took 0.7 to 1.5 s).  Beyond :data:`JAX_SHIFT_MAX_TAPS` slices it is considered only for
+#: groups of :data:`COL2IM_NARROW` times as many input as output channels, up to this many slices (the Siamese
+#: cross-correlation above has 36; 7x7 took 1.1 ms against ``fft``'s 6.8).
 JAX_COL2IM_MAX_SLICES: Final = 256
-#: See :data:`JAX_COL2IM_MAX_SLICES`.
-JAX_COL2IM_NARROW: Final = 4
-#: Engines ``auto`` never runs (nor ``calibrate.py`` times) on a backend; the caller names them.  NumPy's and
-#: PyTorch's ``col2im`` wins where groups have few output and many input channels (a Siamese tracker's
-#: cross-correlation, 256 -> 1 channels, 6x6: 1.1 and 1.6 against 9.6 and 10.0 ms), shapes the calibration
-#: grid lacks; fitted to that grid, their models ranked worse with it (README, the engines' table).
-NAMED_ONLY: Final = {"numpy": frozenset({"col2im"}), "torch": frozenset({"col2im"})}
 #: (forward engine, derivative engine) pairs JAX's ``auto`` never mixes.  Timed as ``auto`` runs them
 #: (``calibrate.py --training --mixed``, Intel, the 16 cases whose forward engine is ``loop``),
 #: ``matmul``'s derivatives after ``loop``'s forward gave the fastest step on one (1.19 ms against
@@ -411,17 +411,18 @@ def estimate_training(backend: str, spec: ConvSpec, method: str) -> float:
 
 
 def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
-    """Whether ``auto`` considers ``method`` at all (the guard rails around the fitted model; never :data:`NAMED_ONLY`)."""
+    """Whether ``auto`` considers ``method`` at all (the guard rails around the fitted model)."""
     taps = math.prod(spec.kernel)
-    if method in NAMED_ONLY.get(backend, ()):
-        return False
     if method == "fft":
         return taps >= FFT_MIN_TAPS
     if method == "shift" and backend == "jax":
         return spec.group_in_channels == 1 or taps <= JAX_SHIFT_MAX_TAPS
-    if method == "col2im":  # one slice of the product per tap it sums compiled, like shift's dots, and one per window copied
+    if method == "col2im":
+        narrow = spec.group_out_channels * COL2IM_NARROW <= spec.group_in_channels
+        if backend != "jax":
+            return narrow
+        # XLA compiles a slice of the product per tap it sums, like shift's dots, and one per window copied
         slices = col2im_slices(spec)
-        narrow = spec.group_out_channels * JAX_COL2IM_NARROW <= spec.group_in_channels
         return slices <= JAX_SHIFT_MAX_TAPS or (narrow and slices <= JAX_COL2IM_MAX_SLICES)
     if method == "loop":  # ungrouped only: each sample's convolution must avoid XLA's grouped path
         sample_macs = spec.out_channels * spec.in_channels * taps * math.prod(spec.out_size)

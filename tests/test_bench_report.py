@@ -181,10 +181,13 @@ def test_auto_behind_the_best_engine_by_noise_alone_says_its_own_engine_kept_up(
     rows[-1]["seconds"] = 15.5  # the engine itself slower than the 10% slack: the cost model's choice is at stake
     assert report._engine_reason(data, data["item"]) == "the cost model estimates shift below col2im"
     data["backends"]["torch"] = data["backends"].pop("jax")
-    data["item"]["backend"] = "torch"  # PyTorch's col2im: auto never runs it
+    data["item"]["backend"] = "torch"  # PyTorch's col2im: auto runs it only for narrow groups (4 -> 4 channels here)
     assert report._engine_reason(data, data["item"]) == (
-        "col2im is an engine to name on torch: auto does not rank it there (multiconv._cost.NAMED_ONLY)"
+        "auto considers col2im on torch only for groups of 4x as many input as output channels"
     )
+    data["backends"]["torch"]["shapes"][0]["w_shape"][1] = 1  # 4 -> 1 channels: auto may run col2im, the model ranked it below
+    assert report._engine_reason(data, data["item"]) == "the cost model estimates shift below col2im"
+    data["backends"]["torch"]["shapes"][0]["w_shape"][1] = 4
     rows[-1] = {"shape": "s", "candidate": "method=shift", "seconds": 14.0}  # JAX names an engine that shares a baseline's name so
     assert report._engine_reason(data, data["item"]).startswith("auto runs shift, whose own row (14.00 s)")
 

@@ -511,9 +511,14 @@ def test_cpu_model_reads_the_vendor_family_and_model(monkeypatch: pytest.MonkeyP
 
 
 #: Engines a profile does not time, so ``auto`` does not rank them there: JAX's ``col2im`` came after the Intel
-#: CPU was timed (it was not at hand since); NumPy's and PyTorch's ``col2im`` are engines to name (``_cost.NAMED_ONLY``).
+#: CPU was timed (it was not at hand since); NumPy's and PyTorch's ``col2im``, an engine to name until 2026-12-07,
+#: was timed on the Zen 3 EPYC only.
+NARROW_TIMED: Final = "AuthenticAMD-family25-model1"
 UNTIMED: Final[dict[str, dict[str, frozenset[str]]]] = {
-    profile: {**_cost.NAMED_ONLY, **({"jax": frozenset({"col2im"})} if profile == "GenuineIntel" else {})}
+    profile: {
+        **({} if profile == NARROW_TIMED else {"numpy": frozenset({"col2im"}), "torch": frozenset({"col2im"})}),
+        **({"jax": frozenset({"col2im"})} if profile == "GenuineIntel" else {}),
+    }
     for profile in _calibration.COEFFICIENTS
 }
 
@@ -558,7 +563,7 @@ def test_calibrate_times_every_engine_auto_may_use(backend: str, training: bool)
     kwargs = {"groups": 2, "padding": "same"}
     case: dict[str, Any] = {"name": "tiny", "x": [3, 4, 10], "w": [3, 6, 2, 3], "kwargs": kwargs, "dtype": "float32"}
     (row,) = calibrate.measure(backend, [case], cap=1.0, training=training)
-    methods = [m for m in importlib.import_module(f"multiconv.backends.{backend}").METHODS if m not in _cost.NAMED_ONLY.get(backend, ())]
+    methods = list(importlib.import_module(f"multiconv.backends.{backend}").METHODS)
     spec = _api.plan(*(as_backend(np.ones(case[k], np.float32), backend) for k in ("x", "w")), **case["kwargs"]).spec
     expected = [m for m in methods if _cost.eligible(backend, spec, m)] if training else methods
     assert sorted(row["times"]) == sorted(expected)
@@ -606,7 +611,8 @@ def test_jax_trains_the_benchmark_shapes_with_the_fastest_timed_derivatives(prof
     4.5 times faster.  With those derivatives ruled out
     (:data:`multiconv._cost.JAX_SHIFT_MULTIPLIER_TAPS`) and every profile refitted
     (2026-12-07): Intel 1.080, the first AMD 1.088, Zen 4 1.065, Zen 3 1.062; Zen 3's re-timed
-    with seven rounds on the benchmark's shapes (:data:`calibrate.BENCHMARK_ROUNDS`), 1.050.
+    with seven rounds on the benchmark's shapes (:data:`calibrate.BENCHMARK_ROUNDS`), 1.050; re-timed with
+    the grid's edge shapes (:data:`calibrate.EDGE_CASES`, 90 cases), 1.069.
     """
     calibrate = calibrate_script()
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
@@ -720,21 +726,27 @@ def test_auto_runs_the_benchmark_shapes_within_10_percent_of_the_fastest_timed_e
 
 @pytest.mark.usefixtures("fresh_profile")
 @pytest.mark.parametrize("profile", list(_calibration.COEFFICIENTS))
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b in _cost.NAMED_ONLY])
-def test_named_only_engines_run_when_named_and_never_for_auto(monkeypatch: pytest.MonkeyPatch, backend: str, profile: str) -> None:
-    """NumPy's and PyTorch's ``col2im``: a Siamese tracker's cross-correlation (one output channel) named, right; ``auto`` never."""
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "jax"])
+def test_numpy_and_torch_auto_consider_col2im_only_for_narrow_groups(monkeypatch: pytest.MonkeyPatch, backend: str, profile: str) -> None:
+    """NumPy's and PyTorch's ``col2im``: right when named; ``auto`` considers it for groups of 4x as many input as output channels.
+
+    A Siamese tracker's cross-correlation (8 samples of 256 -> 1 channels, 22x22, 6x6) runs it where
+    the profile timed it (:data:`UNTIMED`); 16 -> 8 channels never.
+    """
     monkeypatch.setenv("MULTICONV_CPU_PROFILE", profile)
     rng = np.random.default_rng(8)
-    x_np, w_np = rng.standard_normal((2, 16, 12, 12)), rng.standard_normal((2, 1, 16, 6, 6))
-    x, w = as_backend(x_np, backend), as_backend(w_np, backend)
-    spec = _api.plan(x, w).spec
-    assert _cost.cpu_profile() == profile
-    for method in _cost.NAMED_ONLY[backend]:
-        assert_matches_reference(multiconv.batch_conv(x, w, method=method), x, w, method=method)
-        assert not _cost.eligible(backend, spec, method)
-        assert method not in _calibration.COEFFICIENTS[profile][backend]
-        assert method not in _calibration.TRAINING_COEFFICIENTS.get(profile, {}).get(backend, {})
-        assert spec.method != method
+    for c_out in (1, 4, 8):
+        x_np, w_np = rng.standard_normal((2, 16, 12, 12)), rng.standard_normal((2, c_out, 16, 6, 6))
+        x, w = as_backend(x_np, backend), as_backend(w_np, backend)
+        spec = _api.plan(x, w).spec
+        assert_matches_reference(multiconv.batch_conv(x, w, method="col2im"), x, w, method="col2im")
+        assert _cost.eligible(backend, spec, "col2im") == (c_out * _cost.COL2IM_NARROW <= 16)
+        if c_out == 8:
+            assert spec.method != "col2im"
+    siamese = _api.plan(np.zeros((8, 256, 22, 22), np.float32), np.zeros((8, 1, 256, 6, 6), np.float32)).spec
+    timed = "col2im" not in UNTIMED[profile].get(backend, ())
+    assert ("col2im" in _calibration.COEFFICIENTS[profile][backend]) == timed
+    assert (_cost.choose(backend, siamese, _spec.BACKEND_METHODS[backend]) == "col2im") == timed
 
 
 @pytest.mark.usefixtures("fresh_profile")
@@ -805,6 +817,35 @@ def test_workspace_limit_is_validated(bad: object) -> None:
     x, w = np.ones((2, 4, 16)), np.ones((2, 4, 4, 3))
     with pytest.raises((TypeError, ValueError), match="workspace_limit="):
         multiconv.batch_conv(x, w, workspace_limit=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "jax"])
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_shift_multiplies_each_taps_weights_as_contiguous_matrices(backend: str, per_sample: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tap's slice of the weight, strided by the taps, is no BLAS operand: ``shift`` stacks the taps' matrices first.
+
+    Strided so, NumPy multiplied them without BLAS (64 samples of 64 channels, L 1024, 3 taps:
+    65 against 26 ms; 16 of 32 channels, 64x64, 3x3: 80 against 32) and PyTorch's ``bmm`` cloned
+    them matrix by matrix (256 samples of 4 -> 8 channels, L 64, 3 taps: 5.5 against 0.57 ms;
+    as the input's gradient of that shape, which ``auto`` ran with ``shift``: 2.9 against 0.39).
+    """
+    ops = importlib.import_module(f"multiconv.backends.{backend}").OPS
+    original, operands = type(ops).matmul, []
+
+    def spy(a: Any, b: Any, **kwargs: Any) -> Any:
+        operands.append(a)
+        return original(a, b, **kwargs)
+
+    monkeypatch.setattr(type(ops), "matmul", staticmethod(spy))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 6, 9, 10))
+    w = rng.standard_normal((3, 4, 3, 3, 2) if per_sample else (4, 3, 3, 2))
+    xb, wb = as_backend(x, backend), as_backend(w, backend)
+    y = multiconv.batch_conv(xb, wb, method="shift", groups=2, dilation=(2, 1), padding="same")
+    assert len(operands) == 6  # one product per tap
+    for a in operands:
+        assert a.flags.c_contiguous if backend == "numpy" else a.is_contiguous()
+    assert_matches_reference(y, xb, wb, method="shift", groups=2, dilation=(2, 1), padding="same")
 
 
 @pytest.mark.skipif("jax" not in BACKENDS, reason="JAX backend not requested")
@@ -1110,8 +1151,9 @@ def test_torch_depthwise_fold_pads_the_input_where_its_convolution_would_be_slow
 def test_torch_float64_grouped_forward_is_charged_for_its_loop_over_the_groups(monkeypatch: pytest.MonkeyPatch, profile: str) -> None:
     """PyTorch's float64 convolution runs one parallel region per group: ``auto``'s forward charges each one.
 
-    The benchmark's float64 shape (256 samples) goes to ``matmul`` on every profile, forward
-    and in training (charged three loops); complex128 pays three times (three float64
+    The benchmark's float64 shape (256 samples) goes to ``matmul`` on every profile in training
+    (charged three loops), and forward to ``matmul`` or, on the Zen 3 profile (timed after ``shift``
+    multiplied contiguous matrices: 15.6 ms against ``matmul``'s 16.7), ``shift``; complex128 pays three times (three float64
     convolutions), a shared weight for its groups; float32 (oneDNN, one region), complex64
     (float32 inside), one weight of one group, an undilated 3-D convolution (one call for
     all groups) and the other engines and backends pay nothing.
@@ -1123,7 +1165,7 @@ def test_torch_float64_grouped_forward_is_charged_for_its_loop_over_the_groups(m
     assert _cost.group_loop_risk("torch", spec, "grouped") == pytest.approx(charge)
     fitted = _cost.modelled(_calibration.COEFFICIENTS[profile]["torch"]["grouped"], "torch", spec, "grouped")
     assert _cost.estimate("torch", spec, "grouped") == pytest.approx(fitted + charge)
-    assert _cost.choose("torch", spec, ("grouped", "shift", "matmul", "fft")) == "matmul"
+    assert _cost.choose("torch", spec, ("grouped", "shift", "matmul", "fft")) in {"matmul", "shift"}
     assert _cost.group_loop_risk("torch", dataclasses.replace(spec, dtype="complex128"), "grouped") == pytest.approx(3 * charge)
     for weight in (w[0], w[:1]):  # one weight for the batch, as is and broadcast: its 4 groups loop
         shared = dataclasses.replace(_api.plan(x[:2], weight[..., :4, :], groups=4).spec, method="grouped")

@@ -1,11 +1,11 @@
 """JAX backend: the shared engines of :mod:`multiconv._engines` plus ``vmap`` and ``loop``.
 
 ``vmap`` is ``jax.vmap`` over ``jax.lax.conv_general_dilated``; ``loop`` one such
-convolution per sample.  Only JAX's ``auto`` runs ``col2im``: XLA runs its one product and
-shifted sums faster than an im2col buffer (the benchmark's 64 samples of 64 channels,
-L 1024, K 3, AMD EPYC: 7.2 against 10.8 ms for ``matmul``), where NumPy and PyTorch
-ran it slower than their other engines (9.0 against 5.4, 23.7 against 5.3 ms; theirs
-is an engine to name, ``multiconv._cost.NAMED_ONLY``).  The whole
+convolution per sample.  XLA runs ``col2im``'s one product and shifted sums faster than an
+im2col buffer (the benchmark's 64 samples of 64 channels, L 1024, K 3, AMD EPYC: 7.2 against
+10.8 ms for ``matmul``), where NumPy and PyTorch ran it slower than their other engines (9.0
+against 5.4, 23.7 against 5.3 ms; their ``auto`` runs it only for groups of many more input
+than output channels, ``multiconv._cost.COL2IM_NARROW``).  The whole
 convolution is one jitted function per spec (a static argument), so an eager call
 costs one dispatch and, inside the caller's ``jit``, it is inlined.
 """
@@ -467,6 +467,7 @@ class _JaxOps:
     """:class:`multiconv._engines.Ops` for JAX (windows are gathers: JAX has no strided views)."""
 
     terms_per_sum: Final = JAX_TERMS_PER_SUM
+    strided_operands_copied: Final = False  # XLA lays its operands out itself
 
     @staticmethod
     def total(sums: list[jax.Array]) -> jax.Array:
