@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from multiconv._cost import COL2IM_NARROW, FFT_MIN_TAPS, WIDE_LOOP_DTYPES
+from multiconv._cost import COL2IM_NARROW, FFT_MIN_TAPS, WIDE_LOOP_DTYPES, col2im_narrow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,8 +166,7 @@ def _kept_out_reason(backend: str, best: str, shape: dict[str, Any]) -> str:
     w_shape, spatial = shape["w_shape"], len(shape["x_shape"]) - 2
     taps = math.prod(w_shape[-spatial:])
     out_channels, group_in_channels = w_shape[-spatial - 2 : -spatial]
-    narrow = out_channels // shape.get("groups", 1) * COL2IM_NARROW <= group_in_channels
-    if best == "col2im" and backend != "jax" and not narrow:
+    if best == "col2im" and backend != "jax" and not col2im_narrow(out_channels // shape.get("groups", 1), group_in_channels):
         return f"auto considers col2im on {backend} only for groups of {COL2IM_NARROW}x as many input as output channels"
     if best == "fft" and taps < FFT_MIN_TAPS:
         return f"fft is kept out below {FFT_MIN_TAPS} kernel taps ({taps} here): NaN locality and elementwise accuracy"

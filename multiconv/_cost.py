@@ -410,6 +410,11 @@ def estimate_training(backend: str, spec: ConvSpec, method: str) -> float:
     return charged(coefficients, backend, spec, method, training=True)
 
 
+def col2im_narrow(group_out_channels: int, group_in_channels: int) -> bool:
+    """Whether groups hold :data:`COL2IM_NARROW` times as many input as output channels (``col2im``'s product the smaller)."""
+    return group_out_channels * COL2IM_NARROW <= group_in_channels
+
+
 def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
     """Whether ``auto`` considers ``method`` at all (the guard rails around the fitted model)."""
     taps = math.prod(spec.kernel)
@@ -418,7 +423,7 @@ def eligible(backend: str, spec: ConvSpec, method: str) -> bool:
     if method == "shift" and backend == "jax":
         return spec.group_in_channels == 1 or taps <= JAX_SHIFT_MAX_TAPS
     if method == "col2im":
-        narrow = spec.group_out_channels * COL2IM_NARROW <= spec.group_in_channels
+        narrow = col2im_narrow(spec.group_out_channels, spec.group_in_channels)
         if backend != "jax":
             return narrow
         # XLA compiles a slice of the product per tap it sums, like shift's dots, and one per window copied
