@@ -42,6 +42,67 @@ def kernel_taps(spec: ConvSpec) -> tuple[tuple[tuple[int, ...], tuple[slice, ...
     )
 
 
+@dataclass(frozen=True)
+class StridePhases:
+    """:func:`kernel_taps` regrouped by stride phase (see :func:`stride_phases`).
+
+    ``phases``: each phase's slices of the padded input, every ``stride``-th position
+    from its first.  ``taps``: per kernel offset (C order), the phase it reads and its
+    window there, one unit-step slice per spatial dim.
+    """
+
+    phases: tuple[tuple[slice, ...], ...]
+    taps: tuple[tuple[int, tuple[slice, ...]], ...]
+
+
+@lru_cache(maxsize=512)
+def stride_phases(spec: ConvSpec) -> StridePhases:
+    """The strided input split into the phases its kernel offsets read, each window a plain slice of one.
+
+    With a stride ``s``, offset ``o`` (``k * dilation``) reads positions ``o, o + s, ...``:
+    phase ``o % s`` of the input from its item ``o // s``.  Each phase the offsets read
+    spans only the items they read (from the first offset's start to the last one's
+    end), so the phases hold about one input's worth together, however many offsets
+    share each.
+    """
+    spans: list[dict[int, tuple[int, int]]] = []
+    for k, d, s in zip(spec.kernel, spec.dilation, spec.stride, strict=True):
+        span: dict[int, tuple[int, int]] = {}
+        for o in range(0, k * d, d):
+            low, high = span.get(o % s, (o // s, o // s))
+            span[o % s] = (min(low, o // s), max(high, o // s))
+        spans.append(span)
+    combos: list[tuple[int, ...]] = []
+    taps = []
+    for offset, _ in kernel_taps(spec):
+        combo = tuple(k * d % s for k, d, s in zip(offset, spec.dilation, spec.stride, strict=True))
+        if combo not in combos:
+            combos.append(combo)
+        window = tuple(
+            slice(k * d // s - span[p][0], k * d // s - span[p][0] + n)
+            for k, d, s, n, p, span in zip(offset, spec.dilation, spec.stride, spec.out_size, combo, spans, strict=True)
+        )
+        taps.append((combos.index(combo), window))
+    phases = tuple(
+        tuple(
+            slice(p + span[p][0] * s, p + (span[p][1] + n - 1) * s + 1, s)
+            for p, s, n, span in zip(combo, spec.stride, spec.out_size, spans, strict=True)
+        )
+        for combo in combos
+    )
+    return StridePhases(phases, tuple(taps))
+
+
+def phase_elements(spec: ConvSpec) -> int:
+    """Items of one channel of one sample in :func:`stride_phases`' phases; 0 without a stride (no phases)."""
+    if all(step == 1 for step in spec.stride):
+        return 0
+    return sum(
+        math.prod(len(range(*part.indices(size))) for part, size in zip(phase, spec.padded_size, strict=True))
+        for phase in stride_phases(spec).phases
+    )
+
+
 @cache
 def next_fast_len(n: int) -> int:
     """The smallest ``2**a * 3**b * 5**c`` that is at least ``n`` (fast for every FFT library)."""
@@ -182,8 +243,9 @@ def workspace_elements(spec: ConvSpec, method: str, batch: int) -> int:
     positions = math.prod(spec.out_size)
     taps = math.prod(spec.kernel)
     if method == "shift":
-        # one product and one gathered window per kernel offset, reused
-        return batch * (spec.out_channels + spec.in_channels) * positions
+        # one product and one gathered window per kernel offset, reused; with a stride, the
+        # input's phases (NumPy and PyTorch copy them: multiconv._engines.shift)
+        return batch * ((spec.out_channels + spec.in_channels) * positions + spec.in_channels * phase_elements(spec))
     if method == "col2im":
         # every kernel offset's product over the whole padded input, or the leading dims' windows
         # and the last dim's offsets' products over them (col2im_split)

@@ -115,6 +115,7 @@ from multiconv._algorithms import (
     fft_blocks,
     numpy_chunk,
     numpy_lanes,
+    phase_elements,
     workspace_elements,
 )
 from multiconv._calibration import COEFFICIENTS, MACHINES, TRAINING_COEFFICIENTS
@@ -295,6 +296,7 @@ def _features(spec: ConvSpec, method: str, backend: str) -> tuple[float, ...]:
         fused = backend == "jax" and depthwise
         gathered = not fused and (backend == "jax" or spec.ndim > 1 or not spec.per_sample_weight)
         copies = (taps * b * c * positions if gathered else 0) + (0 if fused else (taps - 1) * b * o * positions)
+        copies += 0 if backend == "jax" else b * c * phase_elements(spec)  # a strided input's phases
         products = 0 if depthwise else taps * b * g
         gemm = 0.0 if depthwise else taps * _gemm(b * g, og, cg, positions)
         elementwise = taps * b * o * positions if depthwise else 0

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from multiconv._algorithms import col2im_split, fft_blocks, kernel_taps
+from multiconv._algorithms import col2im_split, fft_blocks, kernel_taps, stride_phases
 
 if TYPE_CHECKING:
     from multiconv._algorithms import FFTBlocks
@@ -52,8 +52,13 @@ class Ops(Protocol):
         """Whether :meth:`matmul` copies, matrix by matrix, an operand strided in both its matrix dims.
 
         NumPy's ``matmul`` then multiplies without BLAS, PyTorch's ``bmm`` clones each matrix:
-        :func:`shift` stacks each tap's weights contiguously first.
+        :func:`shift` stacks each tap's weights contiguously first, and with a stride
+        splits the input into its phases (:func:`multiconv._algorithms.stride_phases`), so
+        that every tap's window has unit steps.
         """
+
+    def contiguous(self, a: Any) -> Any:
+        """``a`` laid out contiguously (a copy where it is not already; JAX: ``a``, XLA lays out its arrays)."""
 
     def total(self, sums: list[Any]) -> Any:
         """The sum of :func:`shift`'s running sums (:func:`pairwise_sum`, or a framework's variant)."""
@@ -159,6 +164,7 @@ def shift(ops: Ops, spec: ConvSpec) -> Engine:
     lead = (_ALL, _ALL) if per_sample else (_ALL, _ALL, _ALL)
     whole = tuple(slice(0, size, 1) for size in padded)  # a window that is the whole input needs no slicing
     windows = tuple(None if window == whole else index(*lead, *window) for _, window in kernel_taps(spec))
+    tap_windows = _tap_windows(ops, spec, lead, windows)
     # Per sample, batch and groups share the leading dim: ``x`` (B * G, Cg, *S), ``w`` (B * G, Og, Cg, taps);
     # shared, ``x`` keeps a groups dim that ``w`` (G, Og, Cg, taps) broadcasts against.
     x_tail, taps_tail = ((cg, *padded), (cg, positions)) if per_sample else ((groups, cg, *padded), (groups, cg, positions))
@@ -192,10 +198,8 @@ def shift(ops: Ops, spec: ConvSpec) -> Engine:
             contiguous = ops.stack(list(weights), axis=0)
             weights = tuple(contiguous[number] for number in range(taps_count))
         sums: list[Any] = []
-        for number, (window, weight) in enumerate(zip(windows, weights, strict=True)):
-            taps = xg if window is None else xg[window]
-            if flatten:
-                taps = taps.reshape((rows, *taps_tail))
+        for number, (window, weight) in enumerate(zip(tap_windows(xg), weights, strict=True)):
+            taps = window.reshape((rows, *taps_tail)) if flatten else window
             if number == 0:
                 sums.append(first(weight, taps, out))
             elif number % per_sum == 0:
@@ -206,6 +210,29 @@ def shift(ops: Ops, spec: ConvSpec) -> Engine:
         return y if same_x else y.reshape((batch, *out_tail))
 
     return run
+
+
+def _tap_windows(
+    ops: Ops, spec: ConvSpec, lead: tuple[slice, ...], windows: tuple[tuple[slice, ...] | None, ...]
+) -> Callable[[Any], list[Any]]:
+    """``taps(x)``: :func:`shift`'s window of the padded ``x`` per kernel tap (``windows``; ``None``: all of ``x``).
+
+    With a stride, a window steps over the input.  Where the product would copy such an
+    operand or multiply it without BLAS (:attr:`Ops.strided_operands_copied`), ``x`` is
+    split into its phases once (:func:`multiconv._algorithms.stride_phases`: about one
+    input's worth copied) and each tap reads a unit-step window of one.
+    """
+    if not (ops.strided_operands_copied and any(step > 1 for step in spec.stride)):
+        return lambda x: [x if window is None else x[window] for window in windows]
+    split = stride_phases(spec)
+    phases = tuple(index(*lead, *phase) for phase in split.phases)
+    taps = tuple((part, index(*lead, *window)) for part, window in split.taps)
+
+    def phased(x: Any) -> list[Any]:
+        parts = [ops.contiguous(x[phase]) for phase in phases]
+        return [parts[part][window] for part, window in taps]
+
+    return phased
 
 
 def im2col(ops: Ops, spec: ConvSpec) -> Callable[[Any], Any]:

@@ -498,6 +498,10 @@ class _JaxOps:
         return jnp.flip(a, axis=axes)
 
     @staticmethod
+    def contiguous(a: jax.Array) -> jax.Array:
+        return a
+
+    @staticmethod
     def stack(arrays: list[jax.Array], axis: int) -> jax.Array:
         return jnp.stack(arrays, axis=axis)
 
@@ -526,6 +530,21 @@ class _JaxOps:
 OPS: Final = _JaxOps()
 
 
+#: The ``matmul`` engine's forward gathers an im2col buffer of at most this many bytes when the
+#: kernel has at least :data:`TAP_GATHER_MIN_TAPS` taps, rather than stacking one slice per tap.
+#: XLA's CPU runtime runs a program of more than a few operations on its thread pool, and for
+#: a small program the hand-offs cost more than the work: one sample of 2 -> 16 channels, 3
+#: outputs, took 17-19 us with up to 9 taps stacked and 104-123 us with 10 (AMD EPYC, 2
+#: threads, jax 0.10), 145-209 us with 16-32 taps against 13-17 gathered.  Gathered, which is
+#: one operation, the whole forward (float32, minimum of 7 rounds): 16 taps, 6 KiB buffer,
+#: 137 -> 24 us; 31 taps, 8 KiB, 203 -> 15; 5x5 taps, 3 KiB, 179 -> 19; 16 taps, 98 KiB, 156
+#: -> 106; 31 taps, 131 KiB, 245 -> 130.  For larger buffers stacking was as fast or faster
+#: (5x5 taps, 112 KiB: 162 against 169 us; 450 KiB: 197 against 336), and with 9 taps or
+#: fewer as well (9 taps, 3 KiB: 20 against 32 us).
+TAP_GATHER_MAX_BYTES: Final = 64 * 1024
+TAP_GATHER_MIN_TAPS: Final = 10
+
+
 def _tap_columns(spec: ConvSpec) -> Callable[[jax.Array], jax.Array]:
     """The ``matmul`` engine's im2col buffer: one slice per tap, stacked, unless differentiated.
 
@@ -537,12 +556,17 @@ def _tap_columns(spec: ConvSpec) -> Callable[[jax.Array], jax.Array]:
     slowly: ``depthwise``'s training step took 18-20 ms against 6.4-7.6, with either
     tangent.  So a derivative (the rule below) is the gathered windows' own
     (:func:`_gathered_windows`: their tangent by slices), as before.
+
+    A small buffer of many taps is gathered in the forward too (see
+    :data:`TAP_GATHER_MAX_BYTES`).
     """
     stacked, gathered = _engines.tap_columns(OPS, spec), _engines.im2col(OPS, spec)
+    taps, rows = math.prod(spec.kernel), spec.in_channels * math.prod(spec.kernel) * math.prod(spec.out_size)
 
     @jax.custom_jvp
     def columns(x: jax.Array) -> jax.Array:
-        result: jax.Array = stacked(x)
+        small = x.shape[0] * rows * x.dtype.itemsize <= TAP_GATHER_MAX_BYTES
+        result: jax.Array = gathered(x) if small and taps >= TAP_GATHER_MIN_TAPS else stacked(x)
         return result
 
     def columns_tangent(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:

@@ -64,7 +64,7 @@ class _NumpyOps:
     """:class:`multiconv._engines.Ops` for NumPy."""
 
     terms_per_sum: Final = 0
-    strided_operands_copied: Final = True  # a matrix strided in both dims is multiplied without BLAS
+    strided_operands_copied: Final = True  # a matrix strided in both dims, or stepping over its rows, is multiplied without BLAS
     total: Final = staticmethod(pairwise_sum)
 
     @staticmethod
@@ -102,6 +102,10 @@ class _NumpyOps:
     @staticmethod
     def flip(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
         return np.flip(a, axis=axes)
+
+    @staticmethod
+    def contiguous(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a)
 
     @staticmethod
     def stack(arrays: list[np.ndarray], axis: int) -> np.ndarray:

@@ -390,7 +390,7 @@ class _TorchOps:
     """:class:`multiconv._engines.Ops` for PyTorch."""
 
     terms_per_sum: Final = 0
-    strided_operands_copied: Final = True  # bmm clones such a matrix per product
+    strided_operands_copied: Final = True  # bmm clones such a matrix per product, and multiplies one stepping over its rows slowly
     total: Final = staticmethod(pairwise_sum)
 
     @staticmethod
@@ -420,6 +420,10 @@ class _TorchOps:
     @staticmethod
     def flip(a: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
         return a.flip(axes)
+
+    @staticmethod
+    def contiguous(a: torch.Tensor) -> torch.Tensor:
+        return a.contiguous()
 
     @staticmethod
     def stack(arrays: list[torch.Tensor], axis: int) -> torch.Tensor:
