@@ -538,7 +538,9 @@ def _rank(
     *,
     training: bool = False,
 ) -> tuple[bool, float]:
-    """How :func:`fit` ranks a fit: whether a benchmark shape picks beyond the slack (:func:`_beyond_slack`), then its regret.
+    """How :func:`fit` ranks a fit: whether a benchmark shape picks (or runs) beyond the slack, then its regret.
+
+    Runs: :func:`_charged_beyond_slack`.
 
     The regret is the ordering penalty plus the mean ``log(picked / fastest)`` (both weighted
     as the fit): the ordering alone kept, on AMD JAX training steps re-timed 2026-12-06 (with
@@ -579,8 +581,8 @@ def _charged_beyond_slack(
     for row, (picked, _, _) in zip(rows, picks, strict=True):
         if not _is_benchmark(row):
             continue
-        runs = charged_pick(backend, row, coefficients, training=training)
-        fastest = min(t for m, t in row["times"].items() if cost.eligible(backend, _spec(row), m))
+        runs, spec = charged_pick(backend, row, coefficients, training=training), _spec(row)
+        fastest = min(t for m, t in row["times"].items() if cost.eligible(backend, spec, m))
         if runs != picked and row["times"][runs] > CHARGED_SLACK * fastest:
             return True
     return False

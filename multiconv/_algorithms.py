@@ -244,7 +244,8 @@ def workspace_elements(spec: ConvSpec, method: str, batch: int) -> int:
     taps = math.prod(spec.kernel)
     if method == "shift":
         # one product and one gathered window per kernel offset, reused; with a stride, the
-        # input's phases (NumPy and PyTorch copy them: multiconv._engines.shift)
+        # input's phases (NumPy and PyTorch copy them: multiconv._engines.shift; counted on JAX
+        # too, which does not, so its chunks are bounded as they were timed)
         return batch * ((spec.out_channels + spec.in_channels) * positions + spec.in_channels * phase_elements(spec))
     if method == "col2im":
         # every kernel offset's product over the whole padded input, or the leading dims' windows

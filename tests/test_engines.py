@@ -856,6 +856,19 @@ def test_workspace_limit_is_validated(bad: object) -> None:
         multiconv.batch_conv(x, w, workspace_limit=bad)  # type: ignore[arg-type]
 
 
+def spied_products(backend: str, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
+    """The operands ``(a, b)`` of every ``OPS.matmul`` call ``backend``'s engines make from now on (filled as they run)."""
+    ops = importlib.import_module(f"multiconv.backends.{backend}").OPS
+    original, products = type(ops).matmul, []
+
+    def spy(a: Any, b: Any, **kwargs: Any) -> Any:
+        products.append((a, b))
+        return original(a, b, **kwargs)
+
+    monkeypatch.setattr(type(ops), "matmul", staticmethod(spy))
+    return products
+
+
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "jax"])
 @pytest.mark.parametrize("per_sample", [True, False])
 def test_shift_multiplies_each_taps_weights_as_contiguous_matrices(backend: str, per_sample: bool, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -866,21 +879,14 @@ def test_shift_multiplies_each_taps_weights_as_contiguous_matrices(backend: str,
     them matrix by matrix (256 samples of 4 -> 8 channels, L 64, 3 taps: 5.5 against 0.57 ms;
     as the input's gradient of that shape, which ``auto`` ran with ``shift``: 2.9 against 0.39).
     """
-    ops = importlib.import_module(f"multiconv.backends.{backend}").OPS
-    original, operands = type(ops).matmul, []
-
-    def spy(a: Any, b: Any, **kwargs: Any) -> Any:
-        operands.append(a)
-        return original(a, b, **kwargs)
-
-    monkeypatch.setattr(type(ops), "matmul", staticmethod(spy))
+    products = spied_products(backend, monkeypatch)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 6, 9, 10))
     w = rng.standard_normal((3, 4, 3, 3, 2) if per_sample else (4, 3, 3, 2))
     xb, wb = as_backend(x, backend), as_backend(w, backend)
     y = multiconv.batch_conv(xb, wb, method="shift", groups=2, dilation=(2, 1), padding="same")
-    assert len(operands) == 6  # one product per tap
-    for a in operands:
+    assert len(products) == 6  # one product per tap
+    for a, _ in products:
         assert a.flags.c_contiguous if backend == "numpy" else a.is_contiguous()
     assert_matches_reference(y, xb, wb, method="shift", groups=2, dilation=(2, 1), padding="same")
 
@@ -928,23 +934,16 @@ def test_shift_multiplies_unit_step_windows_with_a_stride(backend: str, case: st
     taps: 3.3-7.5 against 1.0-1.4 (PyTorch), 3.0-3.5 against 1.3-1.9 (NumPy).
     """
     x_shape, w_shape, kwargs = STRIDED_SHIFT_PATHS[case]
-    ops = importlib.import_module(f"multiconv.backends.{backend}").OPS
-    original, operands = type(ops).matmul, []
-
-    def spy(a: Any, b: Any, **kw: Any) -> Any:
-        operands.append(b)
-        return original(a, b, **kw)
-
-    monkeypatch.setattr(type(ops), "matmul", staticmethod(spy))
+    products = spied_products(backend, monkeypatch)
     rng = np.random.default_rng(4)
     xb, wb = (as_backend(rng.standard_normal(shape), backend) for shape in (x_shape, w_shape))
     y = multiconv.batch_conv(xb, wb, method="shift", **kwargs)
     assert_matches_reference(y, xb, wb, method="shift", **kwargs)
     if case == "depthwise":  # broadcast multiply-adds, no products
-        assert not operands
+        assert not products
         return
-    assert len(operands) == math.prod(w_shape[-len(x_shape) + 2 :])  # one product per tap
-    for b in operands:
+    assert len(products) == math.prod(w_shape[-len(x_shape) + 2 :])  # one product per tap
+    for _, b in products:
         assert b.strides[-1] == b.itemsize if backend == "numpy" else b.stride(-1) == 1
 
 

@@ -561,11 +561,12 @@ def _tap_columns(spec: ConvSpec) -> Callable[[jax.Array], jax.Array]:
     :data:`TAP_GATHER_MAX_BYTES`).
     """
     stacked, gathered = _engines.tap_columns(OPS, spec), _engines.im2col(OPS, spec)
-    taps, rows = math.prod(spec.kernel), spec.in_channels * math.prod(spec.kernel) * math.prod(spec.out_size)
+    taps = math.prod(spec.kernel)
+    sample_items = spec.in_channels * taps * math.prod(spec.out_size)  # one sample's share of the buffer
 
     @jax.custom_jvp
     def columns(x: jax.Array) -> jax.Array:
-        small = x.shape[0] * rows * x.dtype.itemsize <= TAP_GATHER_MAX_BYTES
+        small = x.shape[0] * sample_items * x.dtype.itemsize <= TAP_GATHER_MAX_BYTES
         result: jax.Array = gathered(x) if small and taps >= TAP_GATHER_MIN_TAPS else stacked(x)
         return result
 
